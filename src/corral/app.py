@@ -1,0 +1,115 @@
+"""Build corral from Settings: Services, the HTTP server, and the start/stop order.
+
+Example::
+
+    app = App(settings)
+    await app.start()      # listening on app.port
+    ...
+    await app.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from corral.backends.backend import Backend, BackendSpec
+from corral.http.cors import CorsPolicy
+from corral.http.errors import render_plain
+from corral.http.ops import OpsRoutes
+from corral.http.proxy import Gateway
+from corral.http.server import HttpServer, ServerLimits
+from corral.observability.logs import AccessLog, configure_logging
+from corral.routing.balancer import make_balancer
+from corral.routing.queue import Router
+from corral.services import Services
+from corral.settings import Settings
+
+log = logging.getLogger("corral")
+
+
+def build_services(settings: Settings, access_log: AccessLog | None = None) -> Services:
+    backends = [
+        Backend(
+            BackendSpec(b.name or f"{b.host}:{b.port}", b.host, b.port, b.max_concurrency),
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+        )
+        for b in settings.backends
+    ]
+    router = Router(
+        backends,
+        make_balancer(settings.strategy),
+        queue_size=settings.queue_size,
+        max_queue_wait=settings.max_queue_wait,
+    )
+    return Services(
+        settings=settings,
+        backends=backends,
+        router=router,
+        cors=CorsPolicy(settings.cors_origins),
+        ops=OpsRoutes(backends, probe_timeout=min(2.0, settings.connect_timeout)),
+        access_log=access_log or AccessLog(),
+    )
+
+
+class App:
+    """corral, assembled: start it, read its port, close it."""
+
+    def __init__(self, settings: Settings, *, access_log: AccessLog | None = None) -> None:
+        self.settings = settings
+        self.services = build_services(settings, access_log)
+        self.gateway = Gateway(self.services)
+        limits = ServerLimits(
+            max_header_size=settings.max_header_size,
+            max_headers=settings.max_headers,
+            max_body_size=settings.max_body_size,
+            header_timeout=settings.header_timeout,
+            keepalive_timeout=settings.keepalive_timeout,
+        )
+        self.server = HttpServer(self.gateway.handle, limits, render_error=render_plain)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.port}"
+
+    async def start(self) -> None:
+        self.services.access_log.start()
+        await self.server.start(self.settings.host, self.settings.port)
+        # Learn which backends answer before the first request needs to know.
+        await self.services.ops._refresh()
+
+    async def aclose(self) -> None:
+        """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
+        await self.server.aclose()
+        for backend in self.services.backends:
+            await backend.aclose()
+        await self.services.access_log.aclose()
+
+
+async def serve(settings: Settings) -> None:
+    """Run corral until SIGINT or SIGTERM."""
+    configure_logging(settings.log_level)
+    app = App(settings)
+    await app.start()
+    log.info(
+        "corral listening on %s",
+        app.url,
+        extra={"fields": {"backends": [b.url for b in app.services.backends]}},
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("corral shutting down")
+        await app.aclose()

@@ -1,0 +1,435 @@
+"""Keep-alive HTTP/1.1 client connections to one backend, on asyncio Protocols + httptools.
+
+:class:`UpstreamPool.request` sends a request and returns as soon as the status line and headers
+are in: an :class:`UpstreamResponse`. Its body is then either read whole (``await read()``, for
+corral's own calls such as health probes) or relayed: ``relay(sink)`` moves every body chunk into
+the client's connection from inside ``data_received``, with no coroutine per chunk, and pauses
+reading this socket while the client's socket is full.
+
+A connection taken from the idle pool may have been closed by the backend a moment ago (Go's
+server drops idle connections after a while). If such a reused connection dies before a single
+byte of the response arrived, the request is sent once more on a fresh connection.
+
+Example::
+
+    pool = UpstreamPool("127.0.0.1", 11434, connect_timeout=5, read_timeout=300)
+    response = await pool.request(b"GET", b"/api/version", [])
+    body = await response.read()
+    await pool.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Protocol, cast
+
+import httptools
+
+from corral.http.messages import HeaderList
+
+
+class UpstreamFailure(Exception):
+    """The backend could not be used for this request. ``before_response`` tells failover it may
+    try another backend: nothing of the answer has been seen yet."""
+
+    before_response = True
+
+
+class UpstreamConnectError(UpstreamFailure):
+    """Connecting failed (refused, unreachable, or not within ``connect_timeout``)."""
+
+
+class UpstreamClosed(UpstreamFailure):
+    """The backend closed the connection (or sent something unparseable) before answering."""
+
+
+class UpstreamReadTimeout(UpstreamFailure):
+    """No response headers, or no body bytes, within ``read_timeout``."""
+
+
+class BodySink(Protocol):
+    """Where a relayed body goes: the client connection, through ``corral.http.relay``."""
+
+    def on_chunk(self, data: bytes) -> None: ...
+
+    def on_complete(self) -> None: ...
+
+    def on_failure(self, reason: str) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One TCP connection to the backend; carries one request at a time."""
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self._pool = pool
+        self._loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self.reused = False
+        self.closed = False
+        self.received = 0
+        self._head_request = False
+        self._headers: HeaderList = []
+        self._headers_waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._response: UpstreamResponse | None = None
+        self._last_read = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- protocol callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.received += len(data)
+        self._last_read = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as err:
+            self._fail(UpstreamClosed(f"backend sent an invalid HTTP response: {err}"))
+            self._abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._pool.forget(self)
+        self._stop_timer()
+        if self._response is not None and not self._response.complete:
+            if self._response.length_unknown and not self._response.chunked_upstream:
+                # HTTP/1.0-style body delimited by the close itself.
+                self.on_message_complete()
+                return
+        self._fail(UpstreamClosed("backend closed the connection"))
+
+    def pause_writing(self) -> None:  # upstream socket full: only request bodies; rare
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # httptools callbacks
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200:
+            # Interim response (we never send Expect); its real answer follows.
+            self._headers = []
+            return
+        response = UpstreamResponse(self, status, self._headers, parser.should_keep_alive())
+        self._response = response
+        self._headers = []
+        waiter = self._headers_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(response)
+        if self._head_request:
+            # No body follows, but httptools cannot be told the request was HEAD: finish the
+            # exchange here and never reuse this connection.
+            response.keep_alive = False
+            self.on_message_complete()
+
+    def on_body(self, body: bytes) -> None:
+        response = self._response
+        if response is not None:
+            response._on_body(body)
+
+    def on_message_complete(self) -> None:
+        response = self._response
+        if response is None or response.complete:
+            return
+        self._stop_timer()
+        response._on_complete()
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def send(
+        self, method: bytes, target: bytes, headers: HeaderList, body: bytes
+    ) -> asyncio.Future[UpstreamResponse]:
+        assert self.transport is not None
+        self._head_request = method == b"HEAD"
+        self._response = None
+        self._headers = []
+        self.received = 0
+        parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", self._pool.host_header, b"\r\n"]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if body or method in (b"POST", b"PUT", b"PATCH"):
+            parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
+        parts.append(b"\r\n")
+        parts.append(body)
+        self._headers_waiter = self._loop.create_future()
+        self._last_read = self._loop.time()
+        self._start_timer(self._pool.read_timeout)
+        self.transport.write(b"".join(parts))
+        return self._headers_waiter
+
+    def release(self, reusable: bool) -> None:
+        """Back to the pool if the exchange ended cleanly, else closed."""
+        self._headers_waiter = None
+        self._response = None
+        if reusable and not self.closed:
+            self._stop_timer()
+            self._pool.put_idle(self)
+        else:
+            self._abort()
+
+    def _fail(self, failure: UpstreamFailure) -> None:
+        waiter = self._headers_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(failure)
+            return
+        response = self._response
+        if response is not None and not response.complete:
+            response._on_failure(str(failure))
+
+    def _abort(self) -> None:
+        self._stop_timer()
+        if self.transport is not None and not self.closed:
+            self.closed = True
+            self.transport.close()
+            self._pool.forget(self)
+
+    # ---- read timeout: one lazy timer, re-armed only when it fires --------------------------
+
+    def _start_timer(self, delay: float) -> None:
+        if self._timer is None and delay > 0:
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        timeout = self._pool.read_timeout
+        idle = self._loop.time() - self._last_read
+        if idle < timeout:
+            self._start_timer(timeout - idle)
+            return
+        self._fail(UpstreamReadTimeout(f"backend sent nothing for {timeout:g}s"))
+        self._abort()
+
+
+class UpstreamResponse:
+    """Status and headers of a backend's answer; the body follows through ``read`` or ``relay``."""
+
+    __slots__ = (
+        "_conn",
+        "_done",
+        "_failure",
+        "_pending",
+        "_sink",
+        "chunked_upstream",
+        "complete",
+        "headers",
+        "keep_alive",
+        "length_unknown",
+        "status",
+    )
+
+    def __init__(
+        self, conn: UpstreamConnection, status: int, headers: HeaderList, keep_alive: bool
+    ) -> None:
+        self._conn = conn
+        self.status = status
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.complete = False
+        self._pending: list[bytes] = []
+        self._sink: BodySink | None = None
+        self._failure: str | None = None
+        self._done: asyncio.Future[None] | None = None
+        te = cl = False
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding" and b"chunked" in value.lower():
+                te = True
+            elif lname == b"content-length":
+                cl = True
+        self.chunked_upstream = te
+        self.length_unknown = not te and not cl
+
+    # called by the connection
+
+    def _on_body(self, data: bytes) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.on_chunk(data)
+        else:
+            self._pending.append(data)
+
+    def _on_complete(self) -> None:
+        self.complete = True
+        self._conn.release(self.keep_alive)
+        if self._sink is not None:
+            self._sink.on_complete()
+        if self._done is not None and not self._done.done():
+            self._done.set_result(None)
+
+    def _on_failure(self, reason: str) -> None:
+        self._failure = reason
+        if self._sink is not None:
+            self._sink.on_failure(reason)
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(UpstreamClosed(reason))
+
+    # called by the user
+
+    @property
+    def failed(self) -> str | None:
+        return self._failure
+
+    def relay(self, sink: BodySink) -> None:
+        """Deliver what has arrived and everything after it to ``sink``, from callbacks."""
+        self._sink = sink
+        pending, self._pending = self._pending, []
+        for chunk in pending:
+            sink.on_chunk(chunk)
+        if self.complete:
+            sink.on_complete()
+        elif self._failure is not None:
+            sink.on_failure(self._failure)
+
+    def pause_reading(self) -> None:
+        transport = self._conn.transport
+        if transport is not None and not self._conn.closed:
+            transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        transport = self._conn.transport
+        if transport is not None and not self._conn.closed:
+            transport.resume_reading()
+
+    async def read(self) -> bytes:
+        """The whole body; raises :class:`UpstreamFailure` if the backend fails first."""
+        if not self.complete and self._failure is None:
+            self._done = self._conn._loop.create_future()
+            try:
+                await self._done
+            finally:
+                self._done = None
+        if self._failure is not None and not self.complete:
+            raise UpstreamClosed(self._failure)
+        body = b"".join(self._pending)
+        self._pending = []
+        return body
+
+    def close(self) -> None:
+        """Give up on the rest of the body: closing is how Ollama learns to stop generating."""
+        if not self.complete:
+            self._sink = None
+            self._conn._abort()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to one backend, most recently used first."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 300.0,
+        max_idle: int = 256,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.host_header = f"{host}:{port}".encode()
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_idle = max_idle
+        self._idle: deque[UpstreamConnection] = deque()
+        self._all: set[UpstreamConnection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    async def request(
+        self, method: bytes, target: bytes, headers: HeaderList, body: bytes = b""
+    ) -> UpstreamResponse:
+        """Send one request; return once the response's status and headers have arrived."""
+        conn = self._take_idle()
+        if conn is not None:
+            try:
+                return await self._exchange(conn, method, target, headers, body)
+            except UpstreamClosed:
+                if conn.received:
+                    raise
+                # A stale keep-alive connection: the backend closed it as we reused it.
+        conn = await self._connect()
+        return await self._exchange(conn, method, target, headers, body)
+
+    async def _exchange(
+        self,
+        conn: UpstreamConnection,
+        method: bytes,
+        target: bytes,
+        headers: HeaderList,
+        body: bytes,
+    ) -> UpstreamResponse:
+        waiter = conn.send(method, target, headers, body)
+        try:
+            return await waiter
+        except BaseException:
+            conn._abort()
+            raise
+
+    def _take_idle(self) -> UpstreamConnection | None:
+        idle = self._idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+                conn.reused = True
+                return conn
+        return None
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = self.loop
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                _, protocol = await loop.create_connection(
+                    lambda: UpstreamConnection(self), self.host, self.port
+                )
+        except TimeoutError as err:
+            raise UpstreamConnectError(
+                f"could not connect to {self.host}:{self.port} within {self.connect_timeout:g}s"
+            ) from err
+        except OSError as err:
+            reason = err.strerror or type(err).__name__
+            raise UpstreamConnectError(
+                f"could not connect to {self.host}:{self.port}: {reason}"
+            ) from err
+        assert isinstance(protocol, UpstreamConnection)
+        self._all.add(protocol)
+        return protocol
+
+    def put_idle(self, conn: UpstreamConnection) -> None:
+        if len(self._idle) >= self.max_idle:
+            conn._abort()
+            return
+        self._idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        self._all.discard(conn)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._all)
+
+    async def aclose(self) -> None:
+        for conn in list(self._all):
+            conn._abort()
+        self._idle.clear()
+        self._all.clear()

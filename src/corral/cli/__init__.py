@@ -1,0 +1,1 @@
+"""The ``corral`` command line; the commands live in :mod:`corral.cli.main`."""

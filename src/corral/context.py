@@ -1,0 +1,27 @@
+"""Value objects that travel through a request: :class:`Call` (what was asked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Surface = Literal["ollama", "openai", "ops"]
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a request asks of the fleet, parsed once at the edge.
+
+    ``fields`` is the decoded JSON body (empty when there is none); ``body`` the bytes that go
+    upstream unchanged.
+
+    >>> Call("ollama", "/api/chat", "llama3.2", True, b"{}", {})
+    Call(surface='ollama', endpoint='/api/chat', model='llama3.2', stream=True, body=b'{}', fields={})
+    """
+
+    surface: Surface
+    endpoint: str
+    model: str | None
+    stream: bool
+    body: bytes
+    fields: dict[str, Any]

@@ -1,0 +1,116 @@
+"""Errors corral answers with. The status lives on the class; nothing else knows status codes.
+
+::
+
+    CorralError                      500
+    ├── BadRequest                   400  invalid JSON, missing model, bad field
+    ├── Unauthorized                 401
+    ├── Forbidden                    403  IP denied, model not allowed for a key
+    ├── NotFound                     404  unknown path
+    │   └── ModelNotFound            404  no backend has the model (Ollama's wording)
+    ├── MethodNotAllowed             405
+    ├── PayloadTooLarge              413
+    ├── RateLimited                  429  (Retry-After)
+    ├── Unavailable                  503  (Retry-After)
+    │   ├── QueueFull
+    │   ├── QueueTimeout
+    │   └── NoHealthyBackend
+    ├── UpstreamError                502  a backend refused, reset or sent garbage
+    └── UpstreamTimeout              504  a backend did not answer in time
+
+Rendering is per API surface (``corral.http.errors``): ``{"error": "..."}`` on native routes,
+OpenAI's error object on ``/v1``.
+"""
+
+from __future__ import annotations
+
+
+class CorralError(Exception):
+    """Base of every error corral answers with. ``message`` is safe to show a client."""
+
+    status: int = 500
+    # OpenAI's error ``type`` for the same condition.
+    openai_type: str = "api_error"
+    openai_code: str | None = None
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class BadRequest(CorralError):
+    status = 400
+    openai_type = "invalid_request_error"
+
+
+class Unauthorized(CorralError):
+    status = 401
+    openai_type = "authentication_error"
+    openai_code = "invalid_api_key"
+
+
+class Forbidden(CorralError):
+    status = 403
+    openai_type = "permission_error"
+
+
+class NotFound(CorralError):
+    status = 404
+    openai_type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    openai_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        # Ollama's own wording, which clients match on.
+        super().__init__(f'model "{model}" not found, try pulling it first')
+        self.model = model
+
+
+class MethodNotAllowed(CorralError):
+    status = 405
+    openai_type = "invalid_request_error"
+
+    def __init__(self, message: str, *, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
+
+class PayloadTooLarge(CorralError):
+    status = 413
+    openai_type = "invalid_request_error"
+
+
+class RateLimited(CorralError):
+    status = 429
+    openai_type = "rate_limit_error"
+    openai_code = "rate_limit_exceeded"
+
+
+class Unavailable(CorralError):
+    status = 503
+    openai_type = "server_error"
+
+
+class QueueFull(Unavailable):
+    pass
+
+
+class QueueTimeout(Unavailable):
+    pass
+
+
+class NoHealthyBackend(Unavailable):
+    pass
+
+
+class UpstreamError(CorralError):
+    status = 502
+    openai_type = "server_error"
+
+
+class UpstreamTimeout(CorralError):
+    status = 504
+    openai_type = "server_error"

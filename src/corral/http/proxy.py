@@ -1,0 +1,272 @@
+"""The request flow of DESIGN.md §3 for API routes: edge, parse, route and queue, relay, record.
+
+:class:`Gateway` is the server's handler. Each stage is a method; stages that answer from memory
+do not suspend. Errors are ``CorralError`` subclasses, rendered once per surface at the end.
+
+Example::
+
+    gateway = Gateway(services)
+    server = HttpServer(gateway.handle, limits, render_error=render_plain)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from corral.backends.upstream import (
+    UpstreamConnectError,
+    UpstreamFailure,
+    UpstreamReadTimeout,
+    UpstreamResponse,
+)
+from corral.context import Call
+from corral.errors import BadRequest, CorralError, UpstreamError, UpstreamTimeout
+from corral.http import routes
+from corral.http.errors import render_error
+from corral.http.messages import HeaderList, Request, Response
+from corral.http.relay import RelayOutcome, RelayResponse
+from corral.routing.queue import Lease
+
+if TYPE_CHECKING:
+    from corral.backends.backend import Backend
+    from corral.services import Services
+
+log = logging.getLogger("corral.proxy")
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+
+# Never forwarded: hop-by-hop, recomputed, or answered by corral itself (CORS).
+_NOT_FORWARDED = frozenset(
+    {
+        b"host",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"content-length",
+        b"expect",
+        b"origin",
+        b"x-request-id",
+        b"x-forwarded-for",
+    }
+)
+
+# Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
+_BUSY = 503
+
+
+def translate_failure(err: UpstreamFailure, backend: Backend) -> CorralError:
+    """Transport failures become client-facing errors here, and only here."""
+    if isinstance(err, UpstreamReadTimeout):
+        return UpstreamTimeout(f"backend {backend.name} did not answer in time")
+    if isinstance(err, UpstreamConnectError):
+        return UpstreamError(f"backend {backend.name} is unreachable")
+    return UpstreamError(f"backend {backend.name} failed: {err}")
+
+
+class Gateway:
+    """Turns one client request into one (or, on failover, a few) upstream requests."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+
+    # ---- edge -----------------------------------------------------------------------------
+
+    def _request_id(self, request: Request) -> str:
+        given = request.headers.get_bytes(b"x-request-id")
+        if given is not None:
+            text = given.decode("latin-1")
+            if _REQUEST_ID.fullmatch(text):
+                return text
+        return f"{self._id_prefix}{next(self._ids):08x}"
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = self._request_id(request)
+        state = request.state
+        state["request_id"] = request_id
+        state["started"] = started
+        extra: HeaderList = [(b"X-Request-ID", request_id.encode())]
+        cors = self.services.cors.headers_for(request)
+        if cors:
+            extra += cors
+        surface = routes.surface_of(request.path)
+        try:
+            endpoint = routes.match(request.method, request.path)
+            surface = endpoint.surface
+            state["route"] = endpoint.name
+            if request.method == "OPTIONS":
+                response = self.services.cors.preflight(request)
+            elif endpoint.kind == "local":
+                response = await self.services.ops.answer(endpoint, request)
+            else:
+                call = self._parse(endpoint, request)
+                state["model"] = call.model
+                response = await self._forward(call, request, extra)
+                if isinstance(response, RelayResponse):
+                    return response
+        except CorralError as err:
+            state["error"] = err.message
+            response = render_error(err, surface)
+        except asyncio.CancelledError:
+            self._log(request, 499, 0)
+            raise
+        response.headers.extend(extra)
+        self._log(request, response.status, len(response.body))
+        return response
+
+    # ---- parse ----------------------------------------------------------------------------
+
+    def _parse(self, endpoint: routes.Endpoint, request: Request) -> Call:
+        fields: dict[str, Any] = {}
+        body = request.body
+        if body and request.method == "POST" and not endpoint.name.startswith("/api/blobs"):
+            try:
+                decoded = orjson.loads(body)
+            except orjson.JSONDecodeError as err:
+                raise BadRequest(f"invalid JSON in request body: {err}") from None
+            if not isinstance(decoded, dict):
+                raise BadRequest("request body must be a JSON object")
+            fields = decoded
+        model: str | None = None
+        if endpoint.kind == "model":
+            for field in endpoint.model_fields:
+                value = fields.get(field)
+                if isinstance(value, str) and value:
+                    model = value
+                    break
+            if model is None:
+                raise BadRequest("model is required")
+        stream = fields.get("stream", endpoint.streams_by_default)
+        if not isinstance(stream, bool):
+            raise BadRequest("stream must be true or false")
+        return Call(endpoint.surface, endpoint.name, model, stream, body, fields)
+
+    # ---- route, queue and relay -----------------------------------------------------------
+
+    def _upstream_headers(self, request: Request, request_id: str) -> HeaderList:
+        headers = [(n, v) for n, v in request.headers.raw if n.lower() not in _NOT_FORWARDED]
+        forwarded = request.headers.get_bytes(b"x-forwarded-for")
+        client = request.client[0].encode()
+        headers.append((b"X-Forwarded-For", forwarded + b", " + client if forwarded else client))
+        headers.append((b"X-Request-ID", request_id.encode()))
+        return headers
+
+    async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:
+        services = self.services
+        router = services.router
+        state = request.state
+        target = request.path.encode("latin-1")
+        if request.query:
+            target += b"?" + request.query.encode("latin-1")
+        method = request.method.encode()
+        headers = self._upstream_headers(request, state["request_id"])
+        tried: set[Backend] = set()
+        failure: CorralError | None = None
+        busy: tuple[UpstreamResponse, Lease] | None = None
+        for attempt in range(services.settings.max_failover_tries):
+            try:
+                lease = await router.acquire(call, frozenset(tried))
+            except CorralError:
+                if failure is not None or busy is not None:
+                    break
+                raise
+            backend = lease.backend
+            tried.add(backend)
+            if lease.queued_for:
+                state["queue_ms"] = round(lease.queued_for * 1000, 3)
+            try:
+                upstream = await backend.pool.request(method, target, headers, call.body)
+            except UpstreamFailure as err:
+                lease.release()
+                if isinstance(err, UpstreamConnectError):
+                    backend.mark_down(str(err))
+                failure = translate_failure(err, backend)
+                log.warning(
+                    "attempt %d on %s failed: %s",
+                    attempt + 1,
+                    backend.name,
+                    err,
+                    extra={"fields": {"request_id": state["request_id"], "backend": backend.name}},
+                )
+                continue
+            except BaseException:
+                lease.release()
+                raise
+            backend.mark_up()
+            if upstream.status == _BUSY and attempt + 1 < services.settings.max_failover_tries:
+                # Keep this answer in case nobody else has room; try the next backend.
+                if busy is not None:
+                    busy[0].close()
+                    busy[1].release()
+                busy = (upstream, lease)
+                continue
+            if busy is not None:
+                busy[0].close()
+                busy[1].release()
+            return self._relay(upstream, lease, call, request, extra)
+        if busy is not None:
+            return self._relay(busy[0], busy[1], call, request, extra)
+        assert failure is not None
+        raise failure
+
+    def _relay(
+        self,
+        upstream: UpstreamResponse,
+        lease: Lease,
+        call: Call,
+        request: Request,
+        extra: HeaderList,
+    ) -> RelayResponse:
+        state = request.state
+        state["backend"] = lease.backend.name
+
+        def done(outcome: RelayOutcome) -> None:
+            lease.release()
+            status = upstream.status
+            if outcome.error is not None:
+                state["error"] = outcome.error
+            elif not upstream.complete:
+                status = 499
+            self._log(request, status, outcome.bytes_sent, outcome)
+
+        return RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
+
+    # ---- record ---------------------------------------------------------------------------
+
+    def _log(
+        self, request: Request, status: int, size: int, outcome: RelayOutcome | None = None
+    ) -> None:
+        now = time.perf_counter()
+        state = request.state
+        started = state.get("started", now)
+        entry: dict[str, Any] = {
+            "request_id": state.get("request_id"),
+            "client": request.client[0],
+            "method": request.method,
+            "route": state.get("route", "unmatched"),
+            "status": status,
+            "bytes": size,
+            "duration_ms": round((now - started) * 1000, 3),
+        }
+        for key in ("model", "backend", "queue_ms", "error"):
+            value = state.get(key)
+            if value is not None:
+                entry[key] = value
+        if outcome is not None and outcome.first_byte_at is not None:
+            entry["ttfb_ms"] = round((outcome.first_byte_at - started) * 1000, 3)
+        self.services.access_log.record(entry)

@@ -1,0 +1,156 @@
+"""The streaming relay: a backend's answer, moved to the client as it arrives.
+
+:class:`RelayResponse` writes the backend's status and headers (minus hop-by-hop ones, plus
+corral's own), then hands the body over chunk by chunk from the upstream connection's
+``data_received`` straight into the client's transport. Nothing awaits per chunk; the request's
+coroutine only waits for the end. Flow control goes both ways: a full client socket pauses
+reading from the backend, and a drained one resumes it.
+
+Failure after the first byte cannot change the status any more. For a chunked (streaming) answer
+corral ends the stream with a final ``{"error": "..."}`` line, as Ollama itself does (an SSE
+``data:`` event on ``/v1``); a fixed-length answer is cut by closing the connection, so the client
+sees a truncated body instead of mistaking half an answer for a whole one.
+
+When the client goes away, the server cancels the request's task; the relay closes the upstream
+connection at once, which is how Ollama learns to stop generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+
+from corral.http.messages import HeaderList, Response, ResponseSink
+
+if TYPE_CHECKING:
+    from corral.backends.upstream import UpstreamResponse
+
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"transfer-encoding",
+        b"te",
+        b"trailer",
+        b"upgrade",
+    }
+)
+
+
+class RelayOutcome:
+    """How a relay ended, for the access log and usage records."""
+
+    __slots__ = ("bytes_sent", "error", "first_byte_at", "last_chunk")
+
+    def __init__(self) -> None:
+        self.bytes_sent = 0
+        self.error: str | None = None
+        self.first_byte_at: float | None = None
+        # The tail of the body: the final NDJSON line carries Ollama's token counts.
+        self.last_chunk = b""
+
+
+class RelayResponse(Response):
+    """Relays ``upstream`` to the client; ``on_done`` runs once, however the relay ends."""
+
+    __slots__ = ("_chunked", "_done", "_sink", "_sse", "_upstream", "on_done", "outcome")
+
+    def __init__(
+        self,
+        upstream: UpstreamResponse,
+        extra_headers: HeaderList,
+        *,
+        sse_errors: bool = False,
+        on_done: Callable[[RelayOutcome], None] | None = None,
+    ) -> None:
+        headers = [(n, v) for n, v in upstream.headers if n.lower() not in _HOP_BY_HOP]
+        headers.extend(extra_headers)
+        super().__init__(upstream.status, b"", headers)
+        self._upstream = upstream
+        self._sse = sse_errors
+        self._sink: ResponseSink | None = None
+        self._done: asyncio.Future[None] | None = None
+        self._chunked = False
+        self.on_done = on_done
+        self.outcome = RelayOutcome()
+
+    async def send(self, sink: ResponseSink) -> None:
+        upstream = self._upstream
+        chunked = upstream.chunked_upstream or upstream.length_unknown
+        headers = self.headers
+        if chunked:
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+        sink.write_head(self.status, headers, chunked=chunked)
+        self._sink = sink
+        self._chunked = chunked
+        try:
+            if upstream.complete and not sink.head_only:
+                # The common non-streaming case: the whole answer is already here.
+                upstream.relay(self)
+            else:
+                self._done = asyncio.get_running_loop().create_future()
+                sink.set_flow_listener(self)
+                upstream.relay(self)
+                if not self._done.done():
+                    await self._done
+        finally:
+            if not upstream.complete:
+                upstream.close()
+            sink.set_flow_listener(None)
+            if self.on_done is not None:
+                callback, self.on_done = self.on_done, None
+                callback(self.outcome)
+
+    # ---- BodySink: called from the upstream connection's callbacks --------------------------
+
+    def on_chunk(self, data: bytes) -> None:
+        sink = self._sink
+        assert sink is not None
+        outcome = self.outcome
+        if outcome.first_byte_at is None:
+            outcome.first_byte_at = time.perf_counter()
+        outcome.bytes_sent += len(data)
+        outcome.last_chunk = data
+        sink.write(data)
+
+    def on_complete(self) -> None:
+        sink = self._sink
+        assert sink is not None
+        sink.end()
+        self._resolve()
+
+    def on_failure(self, reason: str) -> None:
+        sink = self._sink
+        assert sink is not None
+        self.outcome.error = reason
+        if self._chunked and not sink.head_only:
+            message = f"upstream error: {reason}"
+            if self._sse:
+                line = b"data: " + orjson.dumps({"error": {"message": message}}) + b"\n\n"
+            else:
+                line = orjson.dumps({"error": message}) + b"\n"
+            sink.write(line)
+            sink.end()
+        else:
+            abort = getattr(sink, "abort", None)
+            if abort is not None:
+                abort()
+        self._resolve()
+
+    def _resolve(self) -> None:
+        done = self._done
+        if done is not None and not done.done():
+            done.set_result(None)
+
+    # ---- FlowListener: the client's socket fills and drains ---------------------------------
+
+    def pause_writing(self) -> None:
+        self._upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._upstream.resume_reading()

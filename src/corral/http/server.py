@@ -1,0 +1,504 @@
+"""corral's inbound HTTP/1.1 server: asyncio Protocol + httptools (llhttp).
+
+One :class:`HttpConnection` per client socket parses requests in callbacks, reads each body within
+its limit, and runs one handler task per request, in arrival order (pipelined requests wait their
+turn, so responses go out in order). The handler returns a response object, and the server awaits
+``response.send(connection)``: the connection is the :class:`ResponseSink`.
+
+What a framework would have done for us, and what the tests in ``tests/http`` check byte by byte:
+keep-alive and pipelining, ``HEAD``, ``Expect: 100-continue``, chunked and fixed-length bodies,
+limits on the request line, headers and body, a deadline for slow headers (slowloris) and for
+idle keep-alive connections, and rejection of ambiguous framing (request smuggling).
+
+When the client goes away, the running handler task is cancelled: everything downstream (queue
+wait, upstream relay) unwinds through ``CancelledError`` and closes what it opened.
+
+Example::
+
+    server = HttpServer(handle)
+    await server.start("127.0.0.1", 8080)
+    ...
+    await server.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from typing import cast
+
+import httptools
+
+from corral.http.messages import FlowListener, HeaderList, Headers, Request, Response
+
+log = logging.getLogger("corral.http")
+
+Handler = Callable[[Request], Awaitable[Response]]
+ErrorRenderer = Callable[[str, int, str], Response]
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS[499] = b"Client Closed Request"
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _REASONS.get(status, b"Unknown")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        _STATUS_LINES[status] = line
+    return line
+
+
+def default_error_renderer(path: str, status: int, message: str) -> Response:
+    """The server's own errors (bad framing, limits), in Ollama's ``{"error": ...}`` shape."""
+    return Response.json(status, {"error": message})
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Bounds on what one client may send. Defaults suit Ollama's JSON APIs (images included)."""
+
+    max_request_line: int = 8 * 1024
+    max_header_size: int = 64 * 1024
+    max_headers: int = 100
+    max_body_size: int = 64 * 1024 * 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    # Requests parsed ahead of the one being answered; past this we stop reading the socket.
+    max_pipelined: int = 16
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_HOP_BY_HOP_TE = b"transfer-encoding"
+_CL = b"content-length"
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection. Also the sink responses write into."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = server.loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] = ("", 0)
+        # request being parsed
+        self._url = b""
+        self._headers: HeaderList = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._content_length: bytes | None = None
+        self._expect_continue = False
+        self._parsing = False
+        # requests waiting for their turn, and the one being answered
+        self._pipeline: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._current: Request | None = None
+        self._continue_pending = False
+        self._reading_paused = False
+        # response state
+        self._head: bytes | None = None
+        self._chunked = False
+        self._head_only = False
+        self._keep_alive = True
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._flow: FlowListener | None = None
+        self._closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # ---- connection lifecycle -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        self._server.connections.add(self)
+        self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server.connections.discard(self)
+        self._cancel_timer()
+        self._pipeline.clear()
+        if self._task is not None and not self._task.done():
+            # The client left: stop whatever we were doing for it.
+            self._task.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client disconnected"))
+        if self._flow is not None:
+            # Unblock an upstream paused on our behalf; the relay notices the close itself.
+            self._flow.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._flow is not None:
+            self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._flow is not None:
+            self._flow.resume_writing()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except _BadRequest as err:
+            self._reject(err.status, err.message)
+        except httptools.HttpParserUpgrade:
+            self._reject(501, "protocol upgrades are not supported")
+        except httptools.HttpParserError as err:
+            self._reject(400, f"malformed request: {_parser_reason(err)}")
+
+    def eof_received(self) -> bool | None:
+        # A half-closed client may still be waiting for its answer; keep the socket open.
+        return True if self._task is not None else None
+
+    # ---- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self._content_length = None
+        self._expect_continue = False
+        if self._task is None and not self._pipeline:
+            # Idle keep-alive connection got a new request: headers must now arrive in time.
+            self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_request_line:
+            raise _BadRequest(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_size:
+            raise _BadRequest(431, "request headers too large")
+        if len(self._headers) >= self._limits.max_headers:
+            raise _BadRequest(431, "too many request headers")
+        lname = name.lower()
+        if lname == _CL:
+            # Two lengths, even equal ones, are a smuggling vector: refuse.
+            if self._content_length is not None:
+                raise _BadRequest(400, "duplicate Content-Length header")
+            if not value.strip().isdigit():
+                raise _BadRequest(400, "invalid Content-Length header")
+            self._content_length = value.strip()
+        elif lname == _HOP_BY_HOP_TE:
+            if self._content_length is not None or any(
+                n.lower() == _CL for n, _ in self._headers
+            ):
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+        elif lname == b"expect" and value.strip().lower() == b"100-continue":
+            self._expect_continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._cancel_timer()
+        if self._content_length is not None:
+            has_te = any(n.lower() == _HOP_BY_HOP_TE for n, _ in self._headers)
+            if has_te:
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+            if int(self._content_length) > self._limits.max_body_size:
+                raise _BadRequest(413, "request body too large")
+        if self._expect_continue:
+            if self._task is None and not self._pipeline:
+                self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                self._continue_pending = True
+        # A slow body is bounded by the same deadline as slow headers, reset on every read.
+        self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_size:
+            raise _BadRequest(413, "request body too large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel_timer()
+        self._parsing = False
+        parser = self._parser
+        url = httptools.parse_url(self._url) if self._url else None
+        path = url.path.decode("latin-1") if url is not None and url.path else "/"
+        query = url.query.decode("latin-1") if url is not None and url.query else ""
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(
+            parser.get_method().decode("latin-1"),
+            path,
+            query,
+            Headers(self._headers),
+            body,
+            self.client,
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+        )
+        if self._task is None:
+            self._start(request)
+        else:
+            self._pipeline.append(request)
+            if len(self._pipeline) >= self._limits.max_pipelined and not self._reading_paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
+                self._reading_paused = True
+
+    # ---- request dispatch -----------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._head = None
+        self._chunked = False
+        self._head_only = request.method == "HEAD"
+        self._keep_alive = request.keep_alive and not self._server.closing
+        self._task = self._loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            response = await self._server.handler(request)
+            await response.send(self)
+        except asyncio.CancelledError:
+            self._keep_alive = False
+            self._close()
+            return
+        except ConnectionError:
+            self._close()
+            return
+        except Exception:
+            # Handlers render their own errors; reaching here is a bug.
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            if self._head is None and not self._closed:
+                self._keep_alive = False
+                await self._server.render_error(request.path, 500, "internal error").send(self)
+            else:
+                self._close()
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        self._task = None
+        self._current = None
+        self._flow = None
+        if self._closed:
+            return
+        if not self._keep_alive:
+            self._close()
+            return
+        if self._pipeline:
+            request = self._pipeline.popleft()
+            if self._reading_paused and len(self._pipeline) < self._limits.max_pipelined // 2:
+                assert self._transport is not None
+                self._transport.resume_reading()
+                self._reading_paused = False
+            self._start(request)
+        elif self._continue_pending:
+            self._continue_pending = False
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif not self._parsing:
+            self._set_timer(self._limits.keepalive_timeout, self._close)
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then close: the stream is out of sync."""
+        self._pipeline.clear()
+        self._keep_alive = False
+        if self._transport is None or self._closed:
+            return
+        if self._task is not None:
+            # A response is in progress; its framing must not be interleaved with ours.
+            self._close()
+            return
+        self._transport.pause_reading()
+        self._head_only = False
+        self._head = None
+        self._chunked = False
+        response = self._server.render_error(self._url.decode("latin-1", "replace"), status, message)
+        self._task = self._loop.create_task(self._send_and_close(response))
+
+    async def _send_and_close(self, response: Response) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await response.send(self)
+        self._close()
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_later(delay, callback) if delay > 0 else None
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_header_timeout(self) -> None:
+        self._timer = None
+        if self._parsing and self._task is None:
+            self._reject(408, "request not received in time")
+        elif self._task is None:
+            self._close()
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def close_if_idle(self) -> None:
+        if self._task is None and not self._parsing:
+            self._close()
+
+    # ---- ResponseSink -----------------------------------------------------------------
+
+    @property
+    def head_only(self) -> bool:
+        return self._head_only
+
+    def write_head(self, status: int, headers: HeaderList, *, chunked: bool) -> None:
+        http10 = self._current is not None and self._current.http_version == "1.0"
+        if chunked and http10:
+            # HTTP/1.0 has no chunked encoding: send the body raw and close to end it.
+            chunked = False
+            self._keep_alive = False
+        self._chunked = chunked and not self._head_only
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if not self._keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        # Held back so the head and the first body bytes leave in one write.
+        self._head = b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        if self._head_only:
+            return
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        self._write_raw(data)
+
+    def end(self) -> None:
+        tail = b"0\r\n\r\n" if self._chunked else b""
+        head = self._head
+        if head:
+            self._head = b""
+            tail = head + tail
+        if tail:
+            self._write_raw(tail)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionResetError("client disconnected")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self._loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def set_flow_listener(self, listener: FlowListener | None) -> None:
+        self._flow = listener
+        if listener is not None and self._write_paused:
+            listener.pause_writing()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abort(self) -> None:
+        """Drop the connection without a proper end: the client must not take a cut body as whole."""
+        self._keep_alive = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _write_raw(self, data: bytes) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+
+def _parser_reason(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.split(":", 1)[-1].strip() if ":" in text else text
+
+
+class HttpServer:
+    """Listens on a socket and hands each parsed request to ``handler``."""
+
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits | None = None,
+        render_error: ErrorRenderer = default_error_renderer,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits or ServerLimits()
+        self.render_error = render_error
+        self.connections: set[HttpConnection] = set()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "server not started"
+        return self._loop
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: HttpConnection(self), host, port, reuse_address=True, backlog=4096
+        )
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None and self._server.sockets, "server not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def aclose(self, grace: float = 10.0) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``grace`` seconds, then drop."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        tasks = [c._task for c in self.connections if c._task is not None]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+        for conn in list(self.connections):
+            conn._close()
+        if self._server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)

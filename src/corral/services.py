@@ -1,0 +1,22 @@
+"""Services: the one typed container of corral's live parts, handed to whoever needs them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corral.backends.backend import Backend
+from corral.http.cors import CorsPolicy
+from corral.http.ops import OpsRoutes
+from corral.observability.logs import AccessLog
+from corral.routing.queue import Router
+from corral.settings import Settings
+
+
+@dataclass(slots=True)
+class Services:
+    settings: Settings
+    backends: list[Backend]
+    router: Router
+    cors: CorsPolicy
+    ops: OpsRoutes
+    access_log: AccessLog

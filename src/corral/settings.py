@@ -1,0 +1,438 @@
+"""Typed settings, validated once at start-up.
+
+Sources, lowest to highest precedence::
+
+    defaults < config file (TOML, or a seed-001 config.json) < .env < environment < CLI flags
+
+Every raw value remembers where it came from, so a bad one is reported the way the user spelled it,
+one line per problem::
+
+    >>> load_settings(env={"CORRAL_PORT": "abc"}, dotenv_path=None)
+    Traceback (most recent call last):
+    corral.settings.SettingsError: CORRAL_PORT: must be an integer between 0 and 65535, got 'abc'
+    >>> load_settings(env={"CORRAL_BACKENDS": "gpu1=10.0.0.5, 10.0.0.6:11500"}).backends[1].url
+    'http://10.0.0.6:11500'
+
+Environment names are ``CORRAL_`` + the field name in upper case; a field of a nested section is
+``CORRAL_SECTION__FIELD``. The seed gateways' names are read through :mod:`corral.compat`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, get_args, get_origin
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
+
+from corral import compat
+
+logger = logging.getLogger("corral.settings")
+
+ENV_PREFIX = "CORRAL_"
+NESTED_DELIMITER = "__"
+OLLAMA_PORT = 11434
+KiB, MiB = 1024, 1024 * 1024
+DEFAULT_BACKEND_URL = f"http://127.0.0.1:{OLLAMA_PORT}"
+# Ollama's own default OLLAMA_ORIGINS: local pages and desktop-app webviews may call it.
+DEFAULT_CORS_ORIGINS = (
+    *(f"{scheme}://{host}{port}" for host in ("localhost", "127.0.0.1", "0.0.0.0")
+      for port in ("", ":*") for scheme in ("http", "https")),
+    "app://*", "file://*", "tauri://*", "vscode-webview://*",
+)  # fmt: skip
+
+_HOST = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name, IPv4, or IPv6 (urlsplit lowercases)
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([a-z]*)")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "kib": KiB, "mb": 10**6, "mib": MiB}
+
+
+class SettingsError(Exception):
+    """Invalid or unreadable settings; one line per problem, each naming the setting."""
+
+    def __init__(self, problems: str | Sequence[str]) -> None:
+        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def parse_size(value: object) -> object:
+    """Turn ``"64MiB"``, ``"10MB"`` or ``"512"`` into bytes; other values go on to the int check."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.fullmatch(value.strip().lower())
+    if match is None or match[2] not in _SIZE_UNITS:
+        raise ValueError("must be a size in bytes such as 1048576, '512KiB', '64MiB' or '10MB'")
+    return int(float(match[1]) * _SIZE_UNITS[match[2]])
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_size), Field(gt=0)]
+
+
+def normalise_backend_url(raw: str) -> str:
+    """``localhost`` / ``localhost:11434`` / ``http://localhost:11434/`` -> ``http://localhost:11434``."""
+    text = raw.strip().rstrip("/")
+    if not text:
+        raise ValueError("a backend URL must not be empty")
+    parts = urlsplit(text if "://" in text else f"http://{text}")
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        raise ValueError("https upstreams are not supported yet; use an http:// URL")
+    if scheme != "http":
+        raise ValueError(f"a backend URL must start with http://, not {scheme}://")
+    if parts.username is not None or parts.path or parts.query or parts.fragment:
+        raise ValueError("a backend URL is only http://host:port (no credentials, path or query)")
+    try:
+        port = parts.port or OLLAMA_PORT
+    except ValueError:
+        raise ValueError("a backend URL's port must be a number between 1 and 65535") from None
+    host = parts.hostname or ""
+    if not _HOST.fullmatch(host):
+        raise ValueError("a backend URL needs a host name or IP address")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+class Section(BaseModel):
+    """Base of every settings model: frozen, typo-proof, and lenient with text from env and flags.
+
+    A list field also takes a comma-separated string; a ``Literal`` field ignores case.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, use_attribute_docstrings=True
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _from_text(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str) or info.field_name is None:
+            return value
+        origin = get_origin(cls.model_fields[info.field_name].annotation)
+        if origin is list:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if origin is Literal:
+            return value.strip().lower()
+        return value
+
+
+class BackendSettings(Section):
+    """One Ollama server. ``BackendSettings(url="gpu1:11434").name == "gpu1:11434"``.
+
+    As text (env, flags): ``url`` or ``name=url``.
+    """
+
+    url: str
+    name: str = ""
+    """Label in logs and metrics; host:port when not given."""
+    max_concurrency: int = Field(4, ge=1)
+    """Requests sent to this server at once."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_entry(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            name, sep, url = data.partition("=")
+            named = sep and "/" not in name  # "gpu1=http://..." but not "http://h/?a=b"
+            data = {"name": name.strip(), "url": url} if named else {"url": data}
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            url = normalise_backend_url(data["url"])
+            data = {**data, "url": url, "name": data.get("name") or url.removeprefix("http://")}
+        return data
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or OLLAMA_PORT
+
+
+def _default_backends() -> list[BackendSettings]:
+    return [BackendSettings(url=DEFAULT_BACKEND_URL)]
+
+
+class Settings(Section):
+    """Everything corral needs to start. Build one with :func:`load_settings`.
+
+    >>> Settings(port=9000).model_copy(update={"host": "0.0.0.0"}).host
+    '0.0.0.0'
+    """
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+    port: int = Field(8080, ge=0, le=65535)
+    """Port to listen on; 0 picks a free one."""
+    # Declared before `backends`: its validator reads this from the fields validated so far.
+    backend_max_concurrency: int | None = Field(None, ge=1)
+    """max_concurrency of the backends that do not set their own."""
+    backends: list[BackendSettings] = Field(
+        default_factory=_default_backends, min_length=1, validate_default=True
+    )
+    """The Ollama servers: url or name=url, comma-separated."""
+    strategy: Literal["round_robin", "least_busy"] = "round_robin"
+    """How a backend is picked among the candidates."""
+    queue_size: int = Field(100, ge=0)
+    """Requests that may wait for a free backend."""
+    max_queue_wait: float = Field(60.0, ge=0)
+    """Seconds a request may wait in the queue; 0 = unlimited."""
+    connect_timeout: float = Field(5.0, gt=0)
+    """Seconds to open a connection to a backend."""
+    read_timeout: float = Field(300.0, gt=0)
+    """Seconds to wait for a backend's response headers, and between two chunks."""
+    max_body_size: ByteSize = 64 * MiB
+    """Largest request body, in bytes ("64MiB" works too)."""
+    max_header_size: ByteSize = 64 * KiB
+    """Largest request head (request line and headers), in bytes."""
+    max_headers: int = Field(100, ge=1)
+    """Most header lines in one request."""
+    header_timeout: float = Field(10.0, gt=0)
+    """Seconds a client may take to send its request head."""
+    keepalive_timeout: float = Field(75.0, gt=0)
+    """Seconds an idle client connection stays open."""
+    max_failover_tries: int = Field(3, ge=1)
+    """Backends tried for one request before its first byte reaches the client."""
+    cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
+    """Browser origins allowed to call corral; * is a wildcard, "*" alone allows any."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """debug, info, warning or error."""
+    data_dir: Path = Path("./data")
+    """Where corral keeps its files."""
+
+    @field_validator("backends")
+    @classmethod
+    def _complete_backends(
+        cls, backends: list[BackendSettings], info: ValidationInfo
+    ) -> list[BackendSettings]:
+        default = info.data.get("backend_max_concurrency")
+        if default is not None:
+            backends = [
+                b if "max_concurrency" in b.model_fields_set
+                else b.model_copy(update={"max_concurrency": default})
+                for b in backends
+            ]  # fmt: skip
+        seen: set[str] = set()
+        for backend in backends:
+            if backend.name in seen:
+                raise ValueError(f"backend names must be unique; {backend.name!r} is used twice")
+            seen.add(backend.name)
+        return backends
+
+
+# -- loading -------------------------------------------------------------------------------------
+
+Key = tuple[str | int, ...]  # str parts name fields; int parts only appear in error locations
+
+
+class Origin(NamedTuple):
+    """Where a raw value came from, spelled as its source spells it."""
+
+    name: str  # "CORRAL_PORT", "port", "--port", "GATEWAY_BACKENDS", "gatewayAddress"
+    where: str = ""  # the file, if any: "config.toml", ".env"
+    exact: bool = False  # files name the exact item inside the value: backends[0].url
+
+    def describe(self, rest: tuple[str | int, ...]) -> str:
+        name = self.name + _spell(rest) if self.exact else self.name
+        return f"{name} ({self.where})" if self.where else name
+
+
+Layer = dict[Key, tuple[object, Origin]]
+
+
+def load_settings(
+    *,
+    config_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    dotenv_path: Path | None = Path(".env"),
+    cli_overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read every source, validate once, and return the effective settings.
+
+    ``cli_overrides`` are keyed by field name (``"port"``, or ``"auth.required"`` for a section);
+    ``None`` values mean "flag not given". Raises :class:`SettingsError`.
+    """
+    merged: Layer = {}
+    if config_file is not None:
+        merged.update(_config_file_layer(config_file))
+    merged.update(_environment_layer(os.environ if env is None else env, dotenv_path))
+    for name, value in (cli_overrides or {}).items():
+        if value is not None:
+            merged[tuple(name.split("."))] = (value, Origin("--" + re.sub(r"[._]", "-", name)))
+    try:
+        return Settings.model_validate(_nest(merged))
+    except ValidationError as exc:
+        raise SettingsError([_describe(error, merged) for error in exc.errors()]) from exc
+
+
+def _config_file_layer(path: Path) -> Layer:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read the config file: {exc.strerror}") from exc
+    if path.suffix.lower() == ".json":
+        return _seed001_layer(text, path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+    layer: Layer = {}
+    _flatten(data, (), layer, path.name)
+    return layer
+
+
+def _flatten(table: Mapping[str, Any], prefix: Key, layer: Layer, where: str) -> None:
+    for name, value in table.items():
+        key = (*prefix, name)
+        if isinstance(value, dict) and _section_at(key) is not None:
+            _flatten(value, key, layer, where)
+        else:
+            layer[key] = (value, Origin(".".join(key), where, exact=True))
+
+
+def _seed001_layer(text: str, path: Path) -> Layer:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{path}: not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path}: expected a JSON object of settings")
+    found = compat.from_seed001_config(data)
+    if found.unknown:
+        raise SettingsError([f"{name} ({path.name}): unknown setting" for name in found.unknown])
+    for name in found.ignored:
+        logger.warning("%s (%s) is not supported by corral yet; ignored", name, path.name)
+    return {m.key: (m.value, Origin(m.name, path.name, exact=True)) for m in found.mapped}
+
+
+def _environment_layer(environ: Mapping[str, str], dotenv_path: Path | None) -> Layer:
+    # Merged by name first: a real environment variable beats the same name in .env, and a
+    # CORRAL_* name beats a seed alias wherever each of them was set.
+    variables: dict[str, tuple[str, str]] = {}
+    if dotenv_path is not None and dotenv_path.is_file():
+        for name, value in dotenv_values(dotenv_path).items():
+            if value is not None:
+                variables[name] = (value, dotenv_path.name)
+    variables.update((name, (value, "")) for name, value in environ.items())
+    layer: Layer = {}
+    for found in compat.from_environment({name: value for name, (value, _) in variables.items()}):
+        layer[found.key] = (found.value, Origin(found.name, variables[found.name][1]))
+    for name, (value, where) in variables.items():
+        if name.startswith(ENV_PREFIX):
+            key = tuple(name[len(ENV_PREFIX) :].lower().split(NESTED_DELIMITER))
+            if _section_at(key[:-1]) is not None and _field_at(key) is not None:
+                layer[key] = (value, Origin(name, where))
+    return layer
+
+
+def _nest(layer: Layer) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for key, (value, _) in layer.items():
+        node = root
+        for name in key[:-1]:
+            child = node.get(name)
+            node = child if isinstance(child, dict) else node.setdefault(name, {})
+        node[key[-1]] = value
+    return root
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    if get_origin(annotation) is list:
+        annotation = get_args(annotation)[0]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+
+
+def _field_at(loc: Sequence[str | int]) -> FieldInfo | None:
+    """The field a validation error location points at, looking through lists and sections."""
+    model: type[BaseModel] | None = Settings
+    field = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        field = model.model_fields[part]
+        model = _inner_model(field.annotation)
+    return field
+
+
+def _section_at(key: Key) -> type[BaseModel] | None:
+    """The settings section (a model, not a list of them) at ``key``; ``()`` is Settings."""
+    field = _field_at(key)
+    if not key:
+        return Settings
+    if field is None or get_origin(field.annotation) is list:
+        return None
+    return _inner_model(field.annotation)
+
+
+# -- one clear line per problem -----------------------------------------------------------------
+
+_NUMBER_ERRORS = frozenset({
+    "int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "finite_number",
+    "greater_than", "greater_than_equal", "less_than", "less_than_equal",
+})  # fmt: skip
+
+
+def _describe(error: ErrorDetails, layer: Layer) -> str:
+    loc = error["loc"]
+    where = _spell(loc).lstrip(".") or "settings"
+    for size in range(len(loc), 0, -1):
+        if loc[:size] in layer:
+            where = layer[loc[:size]][1].describe(loc[size:])
+            break
+    problem, value = _problem(error), error["input"]
+    if error["type"] != "extra_forbidden" and isinstance(value, str | int | float):
+        problem += f", got {value!r}"
+    return f"{where}: {problem}"
+
+
+def _problem(error: ErrorDetails) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    field = _field_at(error["loc"])
+    if kind in _NUMBER_ERRORS and field is not None:
+        return "must be " + _expected_number(field)
+    if kind == "literal_error":
+        return f"must be one of {ctx['expected']}"
+    if kind in ("value_error", "assertion_error"):
+        return str(ctx["error"])
+    if kind == "extra_forbidden":
+        return "unknown setting"
+    if kind == "too_short":
+        return "must not be empty"
+    if kind == "bool_parsing":
+        return "must be true or false"
+    return error["msg"][:1].lower() + error["msg"][1:]
+
+
+def _expected_number(field: FieldInfo) -> str:
+    kind = "an integer" if int in (field.annotation, *get_args(field.annotation)) else "a number"
+    bounds = {
+        name: getattr(rule, name)
+        for rule in field.metadata
+        for name in ("ge", "gt", "le", "lt")
+        if getattr(rule, name, None) is not None
+    }
+    if "ge" in bounds and "le" in bounds:
+        return f"{kind} between {bounds['ge']} and {bounds['le']}"
+    signs = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return " ".join([kind, *(f"{signs[name]} {bound}" for name, bound in bounds.items())])
+
+
+def _spell(loc: Sequence[str | int]) -> str:
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
