@@ -140,7 +140,7 @@ class BackendSettings(Section):
     url: str
     name: str = ""
     """Label in logs and metrics; host:port when not given."""
-    max_concurrency: int = Field(4, ge=1)
+    max_concurrency: int = Field(default=4, ge=1)
     """Requests sent to this server at once."""
 
     @model_validator(mode="before")
@@ -177,10 +177,10 @@ class Settings(Section):
 
     host: str = "127.0.0.1"
     """Address to listen on."""
-    port: int = Field(8080, ge=0, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)
     """Port to listen on; 0 picks a free one."""
     # Declared before `backends`: its validator reads this from the fields validated so far.
-    backend_max_concurrency: int | None = Field(None, ge=1)
+    backend_max_concurrency: int | None = Field(default=None, ge=1)
     """max_concurrency of the backends that do not set their own."""
     backends: list[BackendSettings] = Field(
         default_factory=_default_backends, min_length=1, validate_default=True
@@ -188,25 +188,25 @@ class Settings(Section):
     """The Ollama servers: url or name=url, comma-separated."""
     strategy: Literal["round_robin", "least_busy"] = "round_robin"
     """How a backend is picked among the candidates."""
-    queue_size: int = Field(100, ge=0)
+    queue_size: int = Field(default=100, ge=0)
     """Requests that may wait for a free backend."""
-    max_queue_wait: float = Field(60.0, ge=0)
+    max_queue_wait: float = Field(default=60.0, ge=0)
     """Seconds a request may wait in the queue; 0 = unlimited."""
-    connect_timeout: float = Field(5.0, gt=0)
+    connect_timeout: float = Field(default=5.0, gt=0)
     """Seconds to open a connection to a backend."""
-    read_timeout: float = Field(300.0, gt=0)
+    read_timeout: float = Field(default=300.0, gt=0)
     """Seconds to wait for a backend's response headers, and between two chunks."""
     max_body_size: ByteSize = 64 * MiB
     """Largest request body, in bytes ("64MiB" works too)."""
     max_header_size: ByteSize = 64 * KiB
     """Largest request head (request line and headers), in bytes."""
-    max_headers: int = Field(100, ge=1)
+    max_headers: int = Field(default=100, ge=1)
     """Most header lines in one request."""
-    header_timeout: float = Field(10.0, gt=0)
+    header_timeout: float = Field(default=10.0, gt=0)
     """Seconds a client may take to send its request head."""
-    keepalive_timeout: float = Field(75.0, gt=0)
+    keepalive_timeout: float = Field(default=75.0, gt=0)
     """Seconds an idle client connection stays open."""
-    max_failover_tries: int = Field(3, ge=1)
+    max_failover_tries: int = Field(default=3, ge=1)
     """Backends tried for one request before its first byte reaches the client."""
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     """Browser origins allowed to call corral; * is a wildcard, "*" alone allows any."""
@@ -237,7 +237,7 @@ class Settings(Section):
 
 # -- loading -------------------------------------------------------------------------------------
 
-Key = tuple[str | int, ...]  # str parts name fields; int parts only appear in error locations
+Key = tuple[str, ...]
 
 
 class Origin(NamedTuple):
@@ -354,7 +354,8 @@ def _nest(layer: Layer) -> dict[str, Any]:
 def _inner_model(annotation: Any) -> type[BaseModel] | None:
     if get_origin(annotation) is list:
         annotation = get_args(annotation)[0]
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return annotation if is_model else None
 
 
 def _field_at(loc: Sequence[str | int]) -> FieldInfo | None:
@@ -393,8 +394,9 @@ def _describe(error: ErrorDetails, layer: Layer) -> str:
     loc = error["loc"]
     where = _spell(loc).lstrip(".") or "settings"
     for size in range(len(loc), 0, -1):
-        if loc[:size] in layer:
-            where = layer[loc[:size]][1].describe(loc[size:])
+        key = tuple(part for part in loc[:size] if isinstance(part, str))
+        if len(key) == size and key in layer:
+            where = layer[key][1].describe(loc[size:])
             break
     problem, value = _problem(error), error["input"]
     if error["type"] != "extra_forbidden" and isinstance(value, str | int | float):

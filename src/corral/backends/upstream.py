@@ -141,7 +141,6 @@ class UpstreamConnection(asyncio.Protocol):
         response = self._response
         if response is None or response.complete:
             return
-        self._stop_timer()
         response._on_complete()
 
     # ---- requests -------------------------------------------------------------------------
@@ -163,7 +162,8 @@ class UpstreamConnection(asyncio.Protocol):
         parts.append(body)
         self._headers_waiter = self._loop.create_future()
         self._last_read = self._loop.time()
-        self._start_timer(self._pool.read_timeout)
+        if self._timer is None:
+            self._start_timer(self._pool.read_timeout)
         self.transport.write(b"".join(parts))
         return self._headers_waiter
 
@@ -172,7 +172,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers_waiter = None
         self._response = None
         if reusable and not self.closed:
-            self._stop_timer()
+            # The read timer stays: it notices on its own that nothing is in progress.
             self._pool.put_idle(self)
         else:
             self._abort()
@@ -206,6 +206,9 @@ class UpstreamConnection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self._timer = None
+        response = self._response
+        if self._headers_waiter is None and (response is None or response.complete):
+            return  # idle in the pool: no deadline
         timeout = self._pool.read_timeout
         idle = self._loop.time() - self._last_read
         if idle < timeout:

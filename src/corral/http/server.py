@@ -103,6 +103,7 @@ class HttpConnection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._content_length: bytes | None = None
+        self._chunked_request = False
         self._expect_continue = False
         self._parsing = False
         # requests waiting for their turn, and the one being answered
@@ -120,7 +121,13 @@ class HttpConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._flow: FlowListener | None = None
         self._closed = False
+        # One lazy watchdog timer per connection: events only move deadlines, the timer
+        # re-arms itself when it fires early. Cheaper than a timer per request.
         self._timer: asyncio.TimerHandle | None = None
+        self._msg_started = 0.0
+        self._last_read = 0.0
+        self._in_body = False
+        self._idle_deadline = 0.0
 
     # ---- connection lifecycle -------------------------------------------------------------
 
@@ -131,7 +138,8 @@ class HttpConnection(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self.client = (str(peer[0]), int(peer[1]))
         self._server.connections.add(self)
-        self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+        self._idle_deadline = self._loop.time() + self._limits.header_timeout
+        self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -163,16 +171,22 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except _BadRequest as err:
-            self._reject(err.status, err.message)
+        except httptools.HttpParserCallbackError as err:
+            # httptools wraps what our callbacks raise; the cause is the exception's context.
+            cause = err.__context__
+            if isinstance(cause, _BadRequest):
+                self._reject(cause.status, cause.message)
+            else:
+                self._reject(400, "malformed request")
         except httptools.HttpParserUpgrade:
             self._reject(501, "protocol upgrades are not supported")
         except httptools.HttpParserError as err:
             self._reject(400, f"malformed request: {_parser_reason(err)}")
 
     def eof_received(self) -> bool | None:
-        # A half-closed client may still be waiting for its answer; keep the socket open.
-        return True if self._task is not None else None
+        # Like Go's net/http (and so Ollama), a client that closes its side has gone away:
+        # returning None closes the transport, and connection_lost cancels its request.
+        return None
 
     # ---- parser callbacks -----------------------------------------------------------------
 
@@ -184,10 +198,13 @@ class HttpConnection(asyncio.Protocol):
         self._body = []
         self._body_size = 0
         self._content_length = None
+        self._chunked_request = False
         self._expect_continue = False
-        if self._task is None and not self._pipeline:
-            # Idle keep-alive connection got a new request: headers must now arrive in time.
-            self._set_timer(self._limits.header_timeout, self._on_header_timeout)
+        self._in_body = False
+        # From here the whole head must arrive within header_timeout (slowloris).
+        self._msg_started = self._loop.time()
+        if self._timer is None:
+            self._arm()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -205,24 +222,23 @@ class HttpConnection(asyncio.Protocol):
             # Two lengths, even equal ones, are a smuggling vector: refuse.
             if self._content_length is not None:
                 raise _BadRequest(400, "duplicate Content-Length header")
+            if self._chunked_request:
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
             if not value.strip().isdigit():
                 raise _BadRequest(400, "invalid Content-Length header")
             self._content_length = value.strip()
         elif lname == _HOP_BY_HOP_TE:
-            if self._content_length is not None or any(
-                n.lower() == _CL for n, _ in self._headers
-            ):
+            if self._content_length is not None:
                 raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+            self._chunked_request = True
         elif lname == b"expect" and value.strip().lower() == b"100-continue":
             self._expect_continue = True
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._cancel_timer()
+        self._in_body = True
+        self._last_read = self._loop.time()
         if self._content_length is not None:
-            has_te = any(n.lower() == _HOP_BY_HOP_TE for n, _ in self._headers)
-            if has_te:
-                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
             if int(self._content_length) > self._limits.max_body_size:
                 raise _BadRequest(413, "request body too large")
         if self._expect_continue:
@@ -230,17 +246,15 @@ class HttpConnection(asyncio.Protocol):
                 self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self._continue_pending = True
-        # A slow body is bounded by the same deadline as slow headers, reset on every read.
-        self._set_timer(self._limits.header_timeout, self._on_header_timeout)
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
+        self._last_read = self._loop.time()
         if self._body_size > self._limits.max_body_size:
             raise _BadRequest(413, "request body too large")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        self._cancel_timer()
         self._parsing = False
         parser = self._parser
         url = httptools.parse_url(self._url) if self._url else None
@@ -318,7 +332,9 @@ class HttpConnection(asyncio.Protocol):
             self._continue_pending = False
             self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
         elif not self._parsing:
-            self._set_timer(self._limits.keepalive_timeout, self._close)
+            self._idle_deadline = self._loop.time() + self._limits.keepalive_timeout
+            if self._timer is None:
+                self._arm()
 
     def _reject(self, status: int, message: str) -> None:
         """Answer a request we could not parse, then close: the stream is out of sync."""
@@ -344,22 +360,40 @@ class HttpConnection(asyncio.Protocol):
 
     # ---- timers ---------------------------------------------------------------------------
 
-    def _set_timer(self, delay: float, callback: Callable[[], None]) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._loop.call_later(delay, callback) if delay > 0 else None
+    def _arm(self, delay: float | None = None) -> None:
+        if delay is None:
+            delay = min(self._limits.header_timeout, self._limits.keepalive_timeout)
+        self._timer = self._loop.call_later(max(delay, 0.001), self._watchdog)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
-    def _on_header_timeout(self) -> None:
+    def _watchdog(self) -> None:
         self._timer = None
-        if self._parsing and self._task is None:
-            self._reject(408, "request not received in time")
-        elif self._task is None:
-            self._close()
+        if self._closed:
+            return
+        now = self._loop.time()
+        timeout = self._limits.header_timeout
+        if self._parsing:
+            # A slow head is bounded from its start; a slow body from its last bytes.
+            due = (self._last_read if self._in_body else self._msg_started) + timeout
+            if now >= due:
+                if self._task is None:
+                    self._reject(408, "request not received in time")
+                else:
+                    self._close()
+                return
+        elif self._task is None and not self._pipeline:
+            due = self._idle_deadline
+            if now >= due:
+                self._close()
+                return
+        else:
+            # Busy answering: the upstream side has its own deadlines. Look again later.
+            due = now + timeout
+        self._arm(due - now)
 
     def _close(self) -> None:
         self._cancel_timer()
