@@ -138,6 +138,7 @@ class BackendSettings(Section):
     """
 
     url: str
+    """The server: http://host:port, or host:port."""
     name: str = ""
     """Label in logs and metrics; host:port when not given."""
     max_concurrency: int = Field(default=4, ge=1)
@@ -388,6 +389,12 @@ _NUMBER_ERRORS = frozenset({
     "int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "finite_number",
     "greater_than", "greater_than_equal", "less_than", "less_than_equal",
 })  # fmt: skip
+_PLAIN_PROBLEMS = {
+    "missing": "is required",
+    "extra_forbidden": "unknown setting",
+    "too_short": "must not be empty",
+    "bool_parsing": "must be true or false",
+}
 
 
 def _describe(error: ErrorDetails, layer: Layer) -> str:
@@ -413,13 +420,7 @@ def _problem(error: ErrorDetails) -> str:
         return f"must be one of {ctx['expected']}"
     if kind in ("value_error", "assertion_error"):
         return str(ctx["error"])
-    if kind == "extra_forbidden":
-        return "unknown setting"
-    if kind == "too_short":
-        return "must not be empty"
-    if kind == "bool_parsing":
-        return "must be true or false"
-    return error["msg"][:1].lower() + error["msg"][1:]
+    return _PLAIN_PROBLEMS.get(kind) or error["msg"][:1].lower() + error["msg"][1:]
 
 
 def _expected_number(field: FieldInfo) -> str:

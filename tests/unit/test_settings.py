@@ -73,8 +73,9 @@ def test_settings_are_frozen_and_changed_by_copy() -> None:
     assert settings.model_copy(update={"port": 9000}).port == 9000
 
 
-def test_every_setting_has_a_description() -> None:
-    missing = [name for name, field in Settings.model_fields.items() if not field.description]
+@pytest.mark.parametrize("model", [Settings, BackendSettings])
+def test_every_setting_has_a_description(model: type[Settings | BackendSettings]) -> None:
+    missing = [name for name, field in model.model_fields.items() if not field.description]
     assert missing == []
 
 
@@ -296,6 +297,10 @@ def test_backend_sets_its_own_concurrency_over_the_default(tmp_path: Path) -> No
     assert [b.max_concurrency for b in load(env, cli_overrides=overrides).backends] == [1, 9]
 
 
+def test_backend_max_concurrency_applies_to_the_default_backend() -> None:
+    assert load({"CORRAL_BACKEND_MAX_CONCURRENCY": "16"}).backends[0].max_concurrency == 16
+
+
 hosts = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z0-9-]{1,10}){0,2}", fullmatch=True)
 
 
@@ -358,7 +363,7 @@ def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
     config = write(tmp_path / "config.toml", 'prot = 8080\n[[backends]]\nurll = "x"\n')
     assert set(error_of(config_file=config).splitlines()) == {
         "prot (config.toml): unknown setting",
-        "backends[0].url (config.toml): field required",
+        "backends[0].url (config.toml): is required",
         "backends[0].urll (config.toml): unknown setting",
     }
 

@@ -87,7 +87,7 @@ class Backend:
         try:
             async with asyncio.timeout(timeout):
                 response = await self.pool.request(b"GET", b"/api/version", [])
-                body = await response.read()
+                body = await response.read(limit=64 * 1024)
         except (UpstreamFailure, TimeoutError) as err:
             self.mark_down(str(err) or "probe timed out")
             return False

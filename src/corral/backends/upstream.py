@@ -225,7 +225,9 @@ class UpstreamResponse:
         "_conn",
         "_done",
         "_failure",
+        "_limit",
         "_pending",
+        "_pending_size",
         "_sink",
         "chunked_upstream",
         "complete",
@@ -244,6 +246,8 @@ class UpstreamResponse:
         self.keep_alive = keep_alive
         self.complete = False
         self._pending: list[bytes] = []
+        self._pending_size = 0
+        self._limit = 0
         self._sink: BodySink | None = None
         self._failure: str | None = None
         self._done: asyncio.Future[None] | None = None
@@ -263,8 +267,12 @@ class UpstreamResponse:
         sink = self._sink
         if sink is not None:
             sink.on_chunk(data)
-        else:
-            self._pending.append(data)
+            return
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._limit and self._pending_size > self._limit:
+            self._conn._fail(UpstreamClosed(f"response larger than {self._limit} bytes"))
+            self._conn._abort()
 
     def _on_complete(self) -> None:
         self.complete = True
@@ -275,6 +283,8 @@ class UpstreamResponse:
             self._done.set_result(None)
 
     def _on_failure(self, reason: str) -> None:
+        if self._failure is not None:
+            return  # reported once: an abort is followed by connection_lost
         self._failure = reason
         if self._sink is not None:
             self._sink.on_failure(reason)
@@ -308,8 +318,13 @@ class UpstreamResponse:
         if transport is not None and not self._conn.closed:
             transport.resume_reading()
 
-    async def read(self) -> bytes:
-        """The whole body; raises :class:`UpstreamFailure` if the backend fails first."""
+    async def read(self, limit: int = 64 * 1024 * 1024) -> bytes:
+        """The whole body, at most ``limit`` bytes; raises :class:`UpstreamFailure` if the
+        backend fails first or sends more."""
+        self._limit = limit
+        if self._pending_size > limit:
+            self.close()
+            raise UpstreamClosed(f"response larger than {limit} bytes")
         if not self.complete and self._failure is None:
             self._done = self._conn._loop.create_future()
             try:

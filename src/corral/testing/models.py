@@ -174,17 +174,29 @@ class ModelCatalogue:
         self._install(info)
         return info
 
-    def pull(self, name: str, *, now: float, new_digest: bool) -> ModelInfo:
-        """Install (or refresh) a pulled model; ``new_digest`` makes a re-pull change its digest."""
+    def planned_pull(self, name: str, *, now: float, new_digest: bool) -> ModelInfo:
+        """What pulling ``name`` would install, without installing it."""
         canonical = canonical_name(name)
         existing = self._models.get(canonical)
-        generation = self._pulls.get(canonical, 0)
-        if existing is not None and new_digest:
-            generation += 1
-        self._pulls[canonical] = generation
         if existing is not None and not new_digest:
             return existing
-        return self.add(canonical, now=now, generation=generation)
+        profile = profile_for(canonical)
+        digest = model_digest(canonical, self._pull_generation(canonical, new_digest))
+        return ModelInfo(canonical, digest, now, profile, profile.quantization_level)
+
+    def pull(self, name: str, *, now: float, new_digest: bool) -> ModelInfo:
+        """Install (or keep) a pulled model; ``new_digest`` makes a re-pull change its digest."""
+        info = self.planned_pull(name, now=now, new_digest=new_digest)
+        if self._models.get(info.name) is not info:
+            self._pulls[info.name] = self._pull_generation(info.name, new_digest)
+            self._install(info)
+        return info
+
+    def _pull_generation(self, canonical: str, new_digest: bool) -> int:
+        if canonical in self._models:
+            current = self._pulls.get(canonical, 0)
+            return current + 1 if new_digest else current
+        return self._pulls.get(canonical, -1) + 1
 
     def copy(self, source: str, destination: str, *, now: float) -> ModelInfo | None:
         info = self.get(source)

@@ -1,0 +1,226 @@
+"""The relay against scripted backends that misbehave at the byte level."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import orjson
+import pytest
+
+from tests.harness import running_corral
+from tests.rawhttp import RawClient
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+
+
+class ScriptedBackend:
+    """A TCP server that runs ``script`` for every connection, counting them."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.closed = asyncio.Event()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.script(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
+
+    async def __aenter__(self) -> ScriptedBackend:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head + await reader.readexactly(length)
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as c:
+        yield c
+
+
+async def test_stale_pooled_connection_is_retried_once(client: httpx.AsyncClient) -> None:
+    async def answer_once_then_drop_the_next(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(OK_HEAD % 2 + b"{}")
+        await w.drain()
+        # Keep-alive was promised, but the next request finds the connection closing.
+        await read_request(r)
+
+    async with ScriptedBackend(answer_once_then_drop_the_next) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            for _ in range(2):
+                r = await client.post(app.url + "/api/show", json={"model": "m"})
+                assert r.status_code == 200
+    # connection 1: startup probe; then requests reuse and retry on fresh connections
+    assert backend.connections >= 3
+
+
+async def test_backend_garbage_is_502(client: httpx.AsyncClient) -> None:
+    async def garbage(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"this is not http\r\n\r\n")
+        await w.drain()
+
+    async with ScriptedBackend(garbage) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            r = await client.post(app.url + "/api/chat", json={"model": "m"})
+            assert r.status_code == 502
+            assert "error" in r.json()
+            # corral is still fine
+            assert (await client.get(app.url + "/healthz")).status_code == 200
+
+
+async def test_backend_that_hangs_is_504(client: httpx.AsyncClient) -> None:
+    async def hang(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        await asyncio.Event().wait()
+
+    async with ScriptedBackend(hang) as backend:
+        async with running_corral([backend.url], read_timeout=0.2) as (app, _):
+            r = await client.post(app.url + "/v1/chat/completions", json={"model": "m"})
+            assert r.status_code == 504
+            assert r.json()["error"]["type"] == "server_error"
+
+
+async def test_stream_cut_mid_way_ends_with_an_error_line(client: httpx.AsyncClient) -> None:
+    async def drop(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+        line = b'{"model":"m","response":"a","done":false}\n'
+        w.write(b"%x\r\n%b\r\n" % (len(line), line))
+        await w.drain()
+        w.transport.abort()
+
+    async with ScriptedBackend(drop) as backend:
+        async with running_corral([backend.url]) as (app, log):
+            r = await client.post(app.url + "/api/generate", json={"model": "m"})
+            lines = [orjson.loads(x) for x in r.content.splitlines()]
+    assert r.status_code == 200
+    assert lines[0]["response"] == "a"
+    assert "error" in lines[-1]
+    assert any(e.get("error") for e in log.entries if e["route"] == "/api/generate")
+
+
+async def test_fixed_length_answer_cut_mid_way_is_not_passed_off_as_whole() -> None:
+    async def short(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(OK_HEAD % 100 + b'{"partial":')
+        await w.drain()
+        w.transport.abort()
+
+    async with ScriptedBackend(short) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            async with RawClient(app.port) as c:
+                body = b'{"model":"m","stream":false}'
+                await c.send(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                with pytest.raises(asyncio.IncompleteReadError):
+                    await c.response()
+
+
+async def test_unreachable_backend_fails_over_to_the_next(client: httpx.AsyncClient) -> None:
+    async def ok(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            w.write(OK_HEAD % 11 + b'{"ok":true}')
+            await w.drain()
+
+    # A port nothing listens on: bind, note it, close.
+    probe = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    dead = f"http://127.0.0.1:{probe.sockets[0].getsockname()[1]}"
+    probe.close()
+    await probe.wait_closed()
+    async with ScriptedBackend(ok) as backend:
+        async with running_corral([dead, backend.url]) as (app, _):
+            for _ in range(4):
+                r = await client.post(app.url + "/api/chat", json={"model": "m", "stream": False})
+                assert r.status_code == 200
+                assert r.json() == {"ok": True}
+        async with running_corral([dead]) as (app, _):
+            r = await client.post(app.url + "/api/chat", json={"model": "m"})
+            assert r.status_code == 502
+            assert "unreachable" in r.json()["error"]
+
+
+async def test_busy_backend_fails_over_and_last_busy_answer_is_relayed(client: httpx.AsyncClient) -> None:
+    busy_body = b'{"error":"server busy, please try again.  maximum pending requests exceeded"}'
+
+    async def busy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            w.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%b" % (len(busy_body), busy_body))
+            await w.drain()
+
+    async def ok(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(r)
+            w.write(OK_HEAD % 2 + b"{}")
+            await w.drain()
+
+    async with ScriptedBackend(busy) as b1, ScriptedBackend(ok) as b2:
+        async with running_corral([b1.url, b2.url]) as (app, _):
+            for _ in range(4):
+                r = await client.post(app.url + "/api/chat", json={"model": "m"})
+                assert r.status_code == 200
+        async with running_corral([b1.url]) as (app, _):
+            r = await client.post(app.url + "/api/chat", json={"model": "m"})
+            assert r.status_code == 503
+            assert r.content == busy_body
+
+
+async def test_slow_reader_pauses_the_backend_instead_of_buffering() -> None:
+    total = 64 * 1024 * 1024
+    written = 0
+    blocked = asyncio.Event()
+
+    async def firehose(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        nonlocal written
+        request = await read_request(r)
+        if not request.startswith(b"POST /api/show"):
+            w.write(OK_HEAD % 2 + b"{}")  # corral's start-up probe
+            return
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % total)
+        chunk = b"x" * 65536
+        while written < total:
+            w.write(chunk)
+            written += len(chunk)
+            if w.transport.get_write_buffer_size() > 0:
+                blocked.set()
+            await w.drain()
+
+    async with ScriptedBackend(firehose) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            async with RawClient(app.port) as c:
+                body = b'{"model":"m"}'
+                await c.send(b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                # The client reads nothing; the backend must soon find its socket full.
+                await asyncio.wait_for(blocked.wait(), 10)
+                stalled_at = written
+                assert stalled_at < total // 2
+                # Reading resumes the flow, and every byte arrives.
+                head = await c.reader.readuntil(b"\r\n\r\n")
+                assert b"200" in head.split(b"\r\n")[0]
+                received = 0
+                while received < total:
+                    received += len(await c.reader.read(1 << 20))
+                assert received == total
