@@ -1,0 +1,4 @@
+"""corral's own benchmark: corral against a direct connection to the same simulator, same run.
+
+Run it from the repository root with ``python -m bench`` (``make bench``); see ``bench/__main__.py``.
+"""
