@@ -30,6 +30,12 @@ from corral.settings import Settings
 log = logging.getLogger("corral")
 
 
+def is_blob_upload(method: bytes, url: bytes) -> bool:
+    """Model blobs (``ollama create`` from a GGUF file) can be many gigabytes: they are streamed
+    to the backend as they arrive instead of being held, and max_body_size does not apply."""
+    return method == b"POST" and url.startswith(b"/api/blobs/")
+
+
 def build_services(settings: Settings, access_log: AccessLog | None = None) -> Services:
     backends = [
         Backend(
@@ -69,7 +75,9 @@ class App:
             header_timeout=settings.header_timeout,
             keepalive_timeout=settings.keepalive_timeout,
         )
-        self.server = HttpServer(self.gateway.handle, limits, render_error=render_plain)
+        self.server = HttpServer(
+            self.gateway.handle, limits, render_error=render_plain, stream_body=is_blob_upload
+        )
 
     @property
     def port(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -224,3 +225,39 @@ async def test_slow_reader_pauses_the_backend_instead_of_buffering() -> None:
                 while received < total:
                     received += len(await c.reader.read(1 << 20))
                 assert received == total
+
+
+async def test_blob_upload_streams_past_the_body_limit_with_100_continue() -> None:
+    received: dict[str, object] = {}
+
+    async def blob_store(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        while True:
+            head = await r.readuntil(b"\r\n\r\n")
+            if head.startswith(b"POST /api/blobs/"):
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                )
+                received["digest"] = hashlib.sha256(await r.readexactly(length)).hexdigest()
+                w.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+            else:
+                w.write(OK_HEAD % 2 + b"{}")
+            await w.drain()
+
+    payload = bytes(range(256)) * (40 * 1024 * 4)  # 40 MiB, far over max_body_size
+    async with ScriptedBackend(blob_store) as backend:
+        async with running_corral([backend.url], max_body_size=1000) as (app, _):
+            async with RawClient(app.port) as c:
+                await c.send(
+                    b"POST /api/blobs/sha256:%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                    b"Expect: 100-continue\r\n\r\n" % (b"0" * 64, len(payload))
+                )
+                assert (await c.reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100")
+                await c.send(payload)
+                status, _, _ = await c.response()
+                assert status == 201
+                # Other requests keep the ordinary limit.
+                await c.send(b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
+                assert (await c.response())[0] == 413
+    assert received["digest"] == hashlib.sha256(payload).hexdigest()

@@ -27,7 +27,7 @@ from typing import Protocol, cast
 
 import httptools
 
-from corral.http.messages import HeaderList
+from corral.http.messages import BodyStream, HeaderList
 
 
 class UpstreamFailure(Exception):
@@ -76,6 +76,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._response: UpstreamResponse | None = None
         self._last_read = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
 
     # ---- protocol callbacks ---------------------------------------------------------------
 
@@ -101,12 +103,36 @@ class UpstreamConnection(asyncio.Protocol):
                 self.on_message_complete()
                 return
         self._fail(UpstreamClosed("backend closed the connection"))
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    def pause_writing(self) -> None:  # upstream socket full: only request bodies; rare
-        pass
+    def pause_writing(self) -> None:
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def pump(self, stream: BodyStream, chunked: bool) -> None:
+        """Copy a streamed request body upstream, at the pace the backend reads it."""
+        assert self.transport is not None
+        transport = self.transport
+        while not self.closed:
+            chunk = await stream.read()
+            if not chunk:
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+                return
+            transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if self._write_paused and not self.closed:
+                self._drain_waiter = self._loop.create_future()
+                try:
+                    await self._drain_waiter
+                finally:
+                    self._drain_waiter = None
 
     # httptools callbacks
 
@@ -146,7 +172,12 @@ class UpstreamConnection(asyncio.Protocol):
     # ---- requests -------------------------------------------------------------------------
 
     def send(
-        self, method: bytes, target: bytes, headers: HeaderList, body: bytes
+        self,
+        method: bytes,
+        target: bytes,
+        headers: HeaderList,
+        body: bytes,
+        stream: BodyStream | None = None,
     ) -> asyncio.Future[UpstreamResponse]:
         assert self.transport is not None
         self._head_request = method == b"HEAD"
@@ -156,7 +187,12 @@ class UpstreamConnection(asyncio.Protocol):
         parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", self._pool.host_header, b"\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
-        if body or method in (b"POST", b"PUT", b"PATCH"):
+        if stream is not None:
+            if stream.length is not None:
+                parts += (b"Content-Length: ", str(stream.length).encode(), b"\r\n")
+            else:
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif body or method in (b"POST", b"PUT", b"PATCH"):
             parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
@@ -373,9 +409,26 @@ class UpstreamPool:
         return self._loop
 
     async def request(
-        self, method: bytes, target: bytes, headers: HeaderList, body: bytes = b""
+        self,
+        method: bytes,
+        target: bytes,
+        headers: HeaderList,
+        body: bytes = b"",
+        stream: BodyStream | None = None,
     ) -> UpstreamResponse:
-        """Send one request; return once the response's status and headers have arrived."""
+        """Send one request; return once the response's status and headers have arrived.
+
+        A ``stream`` body is copied as it arrives, on a fresh connection: it cannot be replayed,
+        so there must be no stale keep-alive connection to retry from."""
+        if stream is not None:
+            conn = await self._connect()
+            waiter = conn.send(method, target, headers, b"", stream)
+            try:
+                await conn.pump(stream, chunked=stream.length is None)
+                return await waiter
+            except BaseException:
+                conn._abort()
+                raise
         conn = self._take_idle()
         if conn is not None:
             try:

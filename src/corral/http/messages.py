@@ -20,7 +20,8 @@ Example::
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -76,6 +77,7 @@ class Request:
 
     __slots__ = (
         "body",
+        "body_stream",
         "client",
         "headers",
         "http_version",
@@ -107,6 +109,72 @@ class Request:
         self.keep_alive = keep_alive
         # Per-request scratch space for the stages (request id, timings, ...).
         self.state: dict[str, Any] = {}
+        # Set instead of ``body`` for uploads the server streams (see HttpServer.stream_body).
+        self.body_stream: BodyStream | None = None
+
+
+class BodyStream:
+    """A request body read while it arrives, for uploads too large to hold (model blobs).
+
+    The server pushes chunks; the handler reads them. Past ``high_water`` buffered bytes the
+    server stops reading the client's socket until the handler catches up.
+
+    >>> stream = BodyStream(pause=lambda: None, resume=lambda: None)
+    >>> stream.push(b"abc"); stream.finish()
+    """
+
+    def __init__(
+        self,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        length: int | None = None,
+        high_water: int = 1 << 20,
+    ) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._pause = pause
+        self._resume = resume
+        self._paused = False
+        self._high_water = high_water
+        self._waiter: asyncio.Future[None] | None = None
+        self.length = length
+        self.done = False
+        self.received = 0
+
+    def push(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        self.received += len(chunk)
+        if self._size > self._high_water and not self._paused:
+            self._paused = True
+            self._pause()
+        self._wake()
+
+    def finish(self) -> None:
+        self.done = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def read(self) -> bytes:
+        """The next chunk, or ``b""`` once the body is complete."""
+        while not self._chunks:
+            if self.done:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._size -= len(chunk)
+        if self._paused and self._size < self._high_water // 2:
+            self._paused = False
+            self._resume()
+        return chunk
 
 
 class ResponseSink(Protocol):

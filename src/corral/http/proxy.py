@@ -190,12 +190,16 @@ class Gateway:
             if lease.queued_for:
                 state["queue_ms"] = round(lease.queued_for * 1000, 3)
             try:
-                upstream = await backend.pool.request(method, target, headers, call.body)
+                upstream = await backend.pool.request(
+                    method, target, headers, call.body, request.body_stream
+                )
             except UpstreamFailure as err:
                 lease.release()
                 if isinstance(err, UpstreamConnectError):
                     backend.mark_down(str(err))
                 failure = translate_failure(err, backend)
+                if request.body_stream is not None and request.body_stream.received:
+                    break  # the upload is consumed; it cannot be sent again
                 log.warning(
                     "attempt %d on %s failed: %s",
                     attempt + 1,

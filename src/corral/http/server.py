@@ -35,11 +35,21 @@ from typing import cast
 
 import httptools
 
-from corral.http.messages import FlowListener, HeaderList, Headers, Request, Response
+from corral.http.messages import (
+    BodyStream,
+    FlowListener,
+    HeaderList,
+    Headers,
+    Request,
+    Response,
+)
 
 log = logging.getLogger("corral.http")
 
 Handler = Callable[[Request], Awaitable[Response]]
+# Decides, from method and path, whether a request's body is streamed to the handler as it
+# arrives instead of being read whole first (and so escapes max_body_size).
+StreamBodyPredicate = Callable[[bytes, bytes], bool]
 ErrorRenderer = Callable[[str, int, str], Response]
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
@@ -106,6 +116,7 @@ class HttpConnection(asyncio.Protocol):
         self._chunked_request = False
         self._expect_continue = False
         self._parsing = False
+        self._streamed: BodyStream | None = None
         # requests waiting for their turn, and the one being answered
         self._pipeline: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -238,6 +249,15 @@ class HttpConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_body = True
         self._last_read = self._loop.time()
+        stream_body = self._server.stream_body
+        if (
+            stream_body is not None
+            and self._task is None
+            and (self._content_length != b"0")
+            and stream_body(self._parser.get_method(), self._url)
+        ):
+            self._start_streamed()
+            return
         if self._content_length is not None:
             if int(self._content_length) > self._limits.max_body_size:
                 raise _BadRequest(413, "request body too large")
@@ -248,14 +268,45 @@ class HttpConnection(asyncio.Protocol):
                 self._continue_pending = True
 
     def on_body(self, body: bytes) -> None:
-        self._body_size += len(body)
         self._last_read = self._loop.time()
+        if self._streamed is not None:
+            self._streamed.push(body)
+            return
+        self._body_size += len(body)
         if self._body_size > self._limits.max_body_size:
             raise _BadRequest(413, "request body too large")
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         self._parsing = False
+        if self._streamed is not None:
+            self._streamed.finish()
+            self._streamed = None
+            return
+        request = self._build_request()
+        if self._task is None:
+            self._start(request)
+        else:
+            self._pipeline.append(request)
+            if len(self._pipeline) >= self._limits.max_pipelined and not self._reading_paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
+                self._reading_paused = True
+
+    def _start_streamed(self) -> None:
+        """Dispatch now; the body follows through ``request.body_stream``."""
+        assert self._transport is not None
+        transport = self._transport
+        length = int(self._content_length) if self._content_length is not None else None
+        stream = BodyStream(transport.pause_reading, transport.resume_reading, length)
+        request = self._build_request()
+        request.body_stream = stream
+        self._streamed = stream
+        if self._expect_continue:
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._start(request)
+
+    def _build_request(self) -> Request:
         parser = self._parser
         url = httptools.parse_url(self._url) if self._url else None
         path = url.path.decode("latin-1") if url is not None and url.path else "/"
@@ -271,14 +322,7 @@ class HttpConnection(asyncio.Protocol):
             parser.get_http_version(),
             parser.should_keep_alive(),
         )
-        if self._task is None:
-            self._start(request)
-        else:
-            self._pipeline.append(request)
-            if len(self._pipeline) >= self._limits.max_pipelined and not self._reading_paused:
-                assert self._transport is not None
-                self._transport.pause_reading()
-                self._reading_paused = True
+        return request
 
     # ---- request dispatch -----------------------------------------------------------------
 
@@ -318,6 +362,9 @@ class HttpConnection(asyncio.Protocol):
         self._flow = None
         if self._closed:
             return
+        if self._streamed is not None:
+            # Answered before the upload ended: the rest of it has nowhere to go.
+            self._keep_alive = False
         if not self._keep_alive:
             self._close()
             return
@@ -494,8 +541,10 @@ class HttpServer:
         handler: Handler,
         limits: ServerLimits | None = None,
         render_error: ErrorRenderer = default_error_renderer,
+        stream_body: StreamBodyPredicate | None = None,
     ) -> None:
         self.handler = handler
+        self.stream_body = stream_body
         self.limits = limits or ServerLimits()
         self.render_error = render_error
         self.connections: set[HttpConnection] = set()
