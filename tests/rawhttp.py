@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import TracebackType
 
 
@@ -51,17 +52,13 @@ class RawClient:
         tb: TracebackType | None,
     ) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
-        try:
+        with contextlib.suppress(ConnectionError):
             await self.writer.drain()
-        except ConnectionError:
-            pass
 
     async def response(self, *, head: bool = False) -> tuple[int, dict[bytes, bytes], bytes]:
         return await asyncio.wait_for(read_response(self.reader, head=head), timeout=10)

@@ -15,8 +15,8 @@ class Call:
     ``fields`` is the decoded JSON body (empty when there is none); ``body`` the bytes that go
     upstream unchanged.
 
-    >>> Call("ollama", "/api/chat", "llama3.2", True, b"{}", {})
-    Call(surface='ollama', endpoint='/api/chat', model='llama3.2', stream=True, body=b'{}', fields={})
+    >>> Call("ollama", "/api/chat", "llama3.2", True, b"{}", {}).model
+    'llama3.2'
     """
 
     surface: Surface

@@ -17,10 +17,13 @@ LIMIT = 0.1
 
 def post(path: str, payload: dict[str, object]) -> bytes:
     body = orjson.dumps(payload)
-    return b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (
-        path.encode(),
-        len(body),
-        body,
+    return (
+        b"POST %b HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+        % (
+            path.encode(),
+            len(body),
+            body,
+        )
     )
 
 
@@ -38,7 +41,12 @@ async def test_leaving_before_the_first_token_cancels_upstream(start_sim: StartS
     sim = await start_sim(first_token_delay=30.0)
     async with running_corral([sim.url]) as (app, log):
         async with RawClient(app.port) as client:
-            await client.send(post("/api/chat", {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]}))
+            await client.send(
+                post(
+                    "/api/chat",
+                    {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            )
             await sim.stats.wait_started()
             assert await leave_and_time(client, sim) < LIMIT
         await sim.stats.wait_idle()
@@ -50,7 +58,12 @@ async def test_leaving_mid_stream_cancels_upstream(start_sim: StartSim) -> None:
     sim = await start_sim(tokens_per_second=20.0)
     async with running_corral([sim.url]) as (app, log):
         async with RawClient(app.port) as client:
-            await client.send(post("/api/generate", {"model": "llama3.2", "prompt": "count", "options": {"num_predict": 1000}}))
+            await client.send(
+                post(
+                    "/api/generate",
+                    {"model": "llama3.2", "prompt": "count", "options": {"num_predict": 1000}},
+                )
+            )
             await client.reader.readuntil(b"\r\n\r\n")
             await client.reader.readuntil(b"\r\n")  # chunk size
             await client.reader.readuntil(b"\r\n")  # the first NDJSON line has arrived
@@ -64,20 +77,42 @@ async def test_leaving_while_a_non_streaming_answer_is_generated(start_sim: Star
     sim = await start_sim(tokens_per_second=10.0)
     async with running_corral([sim.url]) as (app, _):
         async with RawClient(app.port) as client:
-            await client.send(post("/api/chat", {"model": "llama3.2", "stream": False, "messages": [{"role": "user", "content": "hi"}], "options": {"num_predict": 500}}))
+            await client.send(
+                post(
+                    "/api/chat",
+                    {
+                        "model": "llama3.2",
+                        "stream": False,
+                        "messages": [{"role": "user", "content": "hi"}],
+                        "options": {"num_predict": 500},
+                    },
+                )
+            )
             await sim.stats.wait_started()
             assert await leave_and_time(client, sim) < LIMIT
         await sim.stats.wait_idle()
         assert app.services.backends[0].in_flight == 0
 
 
-async def test_leaving_the_queue_frees_the_place_and_never_reaches_ollama(start_sim: StartSim) -> None:
+async def test_leaving_the_queue_frees_the_place_and_never_reaches_ollama(
+    start_sim: StartSim,
+) -> None:
     sim = await start_sim(first_token_delay=30.0)
     async with running_corral([sim.url], max_concurrency=1) as (app, log):
         async with RawClient(app.port) as first, RawClient(app.port) as second:
-            await first.send(post("/api/chat", {"model": "llama3.2", "messages": []}))
+            await first.send(
+                post(
+                    "/api/chat",
+                    {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            )
             await sim.stats.wait_started()
-            await second.send(post("/api/chat", {"model": "llama3.2", "messages": []}))
+            await second.send(
+                post(
+                    "/api/chat",
+                    {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}]},
+                )
+            )
             while app.services.router.queued < 1:
                 await asyncio.sleep(0.005)
             second.writer.transport.abort()

@@ -61,7 +61,9 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_stale_pooled_connection_is_retried_once(client: httpx.AsyncClient) -> None:
-    async def answer_once_then_drop_the_next(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    async def answer_once_then_drop_the_next(
+        r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> None:
         await read_request(r)
         w.write(OK_HEAD % 2 + b"{}")
         await w.drain()
@@ -107,7 +109,9 @@ async def test_backend_that_hangs_is_504(client: httpx.AsyncClient) -> None:
 async def test_stream_cut_mid_way_ends_with_an_error_line(client: httpx.AsyncClient) -> None:
     async def drop(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await read_request(r)
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n")
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
         line = b'{"model":"m","response":"a","done":false}\n'
         w.write(b"%x\r\n%b\r\n" % (len(line), line))
         await w.drain()
@@ -134,7 +138,10 @@ async def test_fixed_length_answer_cut_mid_way_is_not_passed_off_as_whole() -> N
         async with running_corral([backend.url]) as (app, _):
             async with RawClient(app.port) as c:
                 body = b'{"model":"m","stream":false}'
-                await c.send(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                await c.send(
+                    b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+                    % (len(body), body)
+                )
                 with pytest.raises(asyncio.IncompleteReadError):
                     await c.response()
 
@@ -163,13 +170,18 @@ async def test_unreachable_backend_fails_over_to_the_next(client: httpx.AsyncCli
             assert "unreachable" in r.json()["error"]
 
 
-async def test_busy_backend_fails_over_and_last_busy_answer_is_relayed(client: httpx.AsyncClient) -> None:
+async def test_busy_backend_fails_over_and_last_busy_answer_is_relayed(
+    client: httpx.AsyncClient,
+) -> None:
     busy_body = b'{"error":"server busy, please try again.  maximum pending requests exceeded"}'
 
     async def busy(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         while True:
             await read_request(r)
-            w.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%b" % (len(busy_body), busy_body))
+            w.write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: %d\r\n\r\n%b"
+                % (len(busy_body), busy_body)
+            )
             await w.drain()
 
     async def ok(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
@@ -213,7 +225,10 @@ async def test_slow_reader_pauses_the_backend_instead_of_buffering() -> None:
         async with running_corral([backend.url]) as (app, _):
             async with RawClient(app.port) as c:
                 body = b'{"model":"m"}'
-                await c.send(b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+                await c.send(
+                    b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+                    % (len(body), body)
+                )
                 # The client reads nothing; the backend must soon find its socket full.
                 await asyncio.wait_for(blocked.wait(), 10)
                 stalled_at = written

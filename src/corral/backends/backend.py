@@ -82,7 +82,7 @@ class Backend:
             log.warning("backend %s is down: %s", self.name, reason)
             self.state = BackendState.DOWN
 
-    async def probe(self, timeout: float = 2.0) -> bool:
+    async def probe(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109
         """``GET /api/version``: is the server there and speaking Ollama?"""
         try:
             async with asyncio.timeout(timeout):

@@ -97,11 +97,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self._pool.forget(self)
         self._stop_timer()
-        if self._response is not None and not self._response.complete:
-            if self._response.length_unknown and not self._response.chunked_upstream:
-                # HTTP/1.0-style body delimited by the close itself.
-                self.on_message_complete()
-                return
+        response = self._response
+        if (
+            response is not None
+            and not response.complete
+            and response.length_unknown
+            and not response.chunked_upstream
+        ):
+            # HTTP/1.0-style body delimited by the close itself.
+            self.on_message_complete()
+            return
         self._fail(UpstreamClosed("backend closed the connection"))
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
@@ -429,16 +434,16 @@ class UpstreamPool:
             except BaseException:
                 conn._abort()
                 raise
-        conn = self._take_idle()
-        if conn is not None:
+        idle = self._take_idle()
+        if idle is not None:
             try:
-                return await self._exchange(conn, method, target, headers, body)
+                return await self._exchange(idle, method, target, headers, body)
             except UpstreamClosed:
-                if conn.received:
+                if idle.received:
                     raise
                 # A stale keep-alive connection: the backend closed it as we reused it.
-        conn = await self._connect()
-        return await self._exchange(conn, method, target, headers, body)
+        fresh = await self._connect()
+        return await self._exchange(fresh, method, target, headers, body)
 
     async def _exchange(
         self,

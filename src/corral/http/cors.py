@@ -13,7 +13,9 @@ from collections.abc import Sequence
 
 from corral.http.messages import HeaderList, Request, Response
 
-_ALLOWED_HEADERS = b"Authorization, Content-Type, User-Agent, Accept, X-Requested-With, X-Request-ID, X-API-Key"
+_ALLOWED_HEADERS = (
+    b"Authorization, Content-Type, User-Agent, Accept, X-Requested-With, X-Request-ID, X-API-Key"
+)
 _METHODS = b"GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS"
 
 

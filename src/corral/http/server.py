@@ -30,7 +30,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
-
 from typing import cast
 
 import httptools
@@ -258,9 +257,9 @@ class HttpConnection(asyncio.Protocol):
         ):
             self._start_streamed()
             return
-        if self._content_length is not None:
-            if int(self._content_length) > self._limits.max_body_size:
-                raise _BadRequest(413, "request body too large")
+        length = self._content_length
+        if length is not None and int(length) > self._limits.max_body_size:
+            raise _BadRequest(413, "request body too large")
         if self._expect_continue:
             if self._task is None and not self._pipeline:
                 self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -397,7 +396,8 @@ class HttpConnection(asyncio.Protocol):
         self._head_only = False
         self._head = None
         self._chunked = False
-        response = self._server.render_error(self._url.decode("latin-1", "replace"), status, message)
+        path = self._url.decode("latin-1", "replace")
+        response = self._server.render_error(path, status, message)
         self._task = self._loop.create_task(self._send_and_close(response))
 
     async def _send_and_close(self, response: Response) -> None:
@@ -518,7 +518,7 @@ class HttpConnection(asyncio.Protocol):
         return self._closed
 
     def abort(self) -> None:
-        """Drop the connection without a proper end: the client must not take a cut body as whole."""
+        """Drop the connection without a proper end, so a cut body is not taken as whole."""
         self._keep_alive = False
         if self._transport is not None:
             self._transport.abort()

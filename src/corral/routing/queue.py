@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
@@ -54,7 +55,7 @@ class Lease:
 
 
 class _Waiter:
-    __slots__ = ("candidates", "call", "future")
+    __slots__ = ("call", "candidates", "future")
 
     def __init__(
         self, candidates: list[Backend], call: Call | None, future: asyncio.Future[Backend]
@@ -85,7 +86,9 @@ class Router:
     def queued(self) -> int:
         return len(self._waiters)
 
-    def candidates(self, call: Call | None, exclude: frozenset[Backend] = frozenset()) -> list[Backend]:
+    def candidates(
+        self, call: Call | None, exclude: frozenset[Backend] = frozenset()
+    ) -> list[Backend]:
         """Backends that may serve ``call``: not excluded, and not known to be down (unless all
         are: then a request is the quickest way to find out whether one came back)."""
         pool = [b for b in self.backends if b not in exclude] if exclude else self.backends
@@ -136,10 +139,8 @@ class Router:
         return Lease(self, backend, loop.time() - started)
 
     def _abandon(self, waiter: _Waiter) -> None:
-        try:
+        with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
-        except ValueError:
-            pass
         future = waiter.future
         if future.done() and not future.cancelled() and future.exception() is None:
             # A slot was handed over just as the waiter gave up: pass it on.

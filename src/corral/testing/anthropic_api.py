@@ -47,8 +47,10 @@ _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 
 
 def anthropic_error(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error"),
-                                       "message": message}}
+    return {
+        "type": "error",
+        "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message},
+    }
 
 
 def block_text(content: object) -> str:
@@ -85,14 +87,22 @@ def _prompt(body: dict[str, Any]) -> Prompt:
         raise BadRequest("messages: at least one message is required")
     thinking = get_dict(body, "thinking").get("type") == "enabled"
     return Prompt(
-        "\x1f".join(parts), sum(count_words(p) for p in parts), last_user,
-        cap=max_tokens, think=thinking or None, tools=get_list(body, "tools"),
+        "\x1f".join(parts),
+        sum(count_words(p) for p in parts),
+        last_user,
+        cap=max_tokens,
+        think=thinking or None,
+        tools=get_list(body, "tools"),
     )
 
 
 def _tool_block(call: ToolCall, with_input: bool) -> dict[str, Any]:
-    return {"type": "tool_use", "id": f"toolu_{call.id[5:]}", "name": call.name,
-            "input": call.arguments if with_input else {}}
+    return {
+        "type": "tool_use",
+        "id": f"toolu_{call.id[5:]}",
+        "name": call.name,
+        "input": call.arguments if with_input else {},
+    }
 
 
 def _stop_reason(answer: Plan) -> str:
@@ -112,8 +122,9 @@ class MessageBuilder:
     def final(self, answer: Plan) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
         if answer.thinking:
-            content.append({"type": "thinking", "thinking": "".join(answer.thinking),
-                            "signature": ""})
+            content.append(
+                {"type": "thinking", "thinking": "".join(answer.thinking), "signature": ""}
+            )
         if answer.tool_calls:
             content += [_tool_block(c, True) for c in answer.tool_calls]
         else:
@@ -122,16 +133,25 @@ class MessageBuilder:
 
     def _message(self, content: list[Any], stop: str | None, output: int) -> dict[str, Any]:
         return {
-            "id": self.id, "type": "message", "role": "assistant", "model": self._model,
-            "content": content, "stop_reason": stop, "stop_sequence": None,
+            "id": self.id,
+            "type": "message",
+            "role": "assistant",
+            "model": self._model,
+            "content": content,
+            "stop_reason": stop,
+            "stop_sequence": None,
             "usage": {"input_tokens": self._input_tokens, "output_tokens": output},
         }
 
     @staticmethod
     def _event(kind: str, payload: dict[str, Any]) -> bytes:
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(
-            {"type": kind, **payload}
-        ) + b"\n\n"
+        return (
+            b"event: "
+            + kind.encode()
+            + b"\ndata: "
+            + orjson.dumps({"type": kind, **payload})
+            + b"\n\n"
+        )
 
     def _switch(self, kind: str, block: dict[str, Any]) -> bytes:
         """Close the open block (if another kind) and start ``block``."""
@@ -140,8 +160,9 @@ class MessageBuilder:
         out = self._stop_block()
         self._block += 1
         self._kind = kind
-        return out + self._event("content_block_start", {"index": self._block,
-                                                         "content_block": block})
+        return out + self._event(
+            "content_block_start", {"index": self._block, "content_block": block}
+        )
 
     def _stop_block(self) -> bytes:
         if self._block < 0 or not self._kind:
@@ -150,35 +171,53 @@ class MessageBuilder:
         return self._event("content_block_stop", {"index": self._block})
 
     def opening(self) -> list[bytes]:
-        return [self._event("message_start", {"message": self._message([], None, 0)}),
-                self._event("ping", {})]
+        return [
+            self._event("message_start", {"message": self._message([], None, 0)}),
+            self._event("ping", {}),
+        ]
 
     def thinking(self, text: str) -> bytes:
         head = self._switch("thinking", {"type": "thinking", "thinking": "", "signature": ""})
-        return head + self._event("content_block_delta", {
-            "index": self._block, "delta": {"type": "thinking_delta", "thinking": text}})
+        return head + self._event(
+            "content_block_delta",
+            {"index": self._block, "delta": {"type": "thinking_delta", "thinking": text}},
+        )
 
     def content(self, text: str) -> bytes:
         head = self._switch("text", {"type": "text", "text": ""})
-        return head + self._event("content_block_delta", {
-            "index": self._block, "delta": {"type": "text_delta", "text": text}})
+        return head + self._event(
+            "content_block_delta",
+            {"index": self._block, "delta": {"type": "text_delta", "text": text}},
+        )
 
     def tools(self, calls: list[ToolCall]) -> bytes:
         out = b""
         for call in calls:
             out += self._stop_block()
             out += self._switch("tool_use", _tool_block(call, False))
-            out += self._event("content_block_delta", {"index": self._block, "delta": {
-                "type": "input_json_delta", "partial_json": orjson.dumps(call.arguments).decode()}})
+            out += self._event(
+                "content_block_delta",
+                {
+                    "index": self._block,
+                    "delta": {
+                        "type": "input_json_delta",
+                        "partial_json": orjson.dumps(call.arguments).decode(),
+                    },
+                },
+            )
         return out
 
     def closing(self, answer: Plan, timings: Timings) -> list[bytes]:
         head = b"" if self._block >= 0 else self.content("")
         return [
             head + self._stop_block(),
-            self._event("message_delta", {
-                "delta": {"stop_reason": _stop_reason(answer), "stop_sequence": None},
-                "usage": {"output_tokens": answer.eval_count}}),
+            self._event(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": _stop_reason(answer), "stop_sequence": None},
+                    "usage": {"output_tokens": answer.eval_count},
+                },
+            ),
             self._event("message_stop", {}),
         ]
 
@@ -193,8 +232,9 @@ async def messages(state: SimState, request: Request) -> Response:
     prompt = _prompt(body)
     answer = plan(info.name, prompt, state.response_tokens)
     stream = get_bool(body, "stream", False)
-    gen = runner.Generation(state, request.path, model, info, answer, stream=stream,
-                            faults=stream_faults(request))
+    gen = runner.Generation(
+        state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
+    )
     builder = MessageBuilder(model, answer.prompt_eval_count)
     if stream:
         return StreamResponse(200, runner.stream(gen, builder), list(SSE_HEADERS))

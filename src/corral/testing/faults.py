@@ -7,7 +7,7 @@ their ``/v1`` twins) unless ``scope`` is ``"all"``; ``times`` limits them to the
 
 Example::
 
-    sim.faults.update({"busy": True, "times": 1})   # the next model request gets 503, then all is well
+    sim.faults.update({"busy": True, "times": 1})  # one 503 for the next model request
     sim.faults.drop_after_chunks = 3                # streams are cut after three chunks
     sim.faults.reset()
 """
@@ -153,7 +153,7 @@ def _check(name: str, kind: str, value: object) -> object:
         return value
     if kind == "scope":
         if value not in ("inference", "all"):
-            raise BadRequest(f"fault {name!r} must be \"inference\" or \"all\"")
+            raise BadRequest(f'fault {name!r} must be "inference" or "all"')
         return value
     if value is None:
         return None

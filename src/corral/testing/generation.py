@@ -30,10 +30,12 @@ import orjson
 from corral.testing.payload import BadRequest
 
 _WORDS = (
-    "the sky is blue because light scatters in air and shorter waves bend more than red "
-    "ones so we see a bright dome of color above us during day while sunsets glow orange "
-    "as beams travel through thicker layers near horizon where dust and water add warm tones"
-).split()
+    *("the", "sky", "is", "blue", "because", "light", "scatters", "in", "air", "and"),
+    *("shorter", "waves", "bend", "more", "than", "red", "ones", "so", "we", "see", "a"),
+    *("bright", "dome", "of", "color", "above", "us", "during", "day", "while", "sunsets"),
+    *("glow", "orange", "as", "beams", "travel", "through", "thicker", "layers", "near"),
+    *("horizon", "where", "dust", "and", "water", "add", "warm", "tones"),
+)
 _SEQUENCE_LENGTH = 4096
 
 
@@ -149,9 +151,11 @@ def think_tokens(think: object) -> int:
         return _THINK_TOKENS["medium"]
     if isinstance(think, str) and think in _THINK_TOKENS:
         return _THINK_TOKENS[think]
-    if think == "none":
+    if think in ("none", ""):
         return 0
-    raise BadRequest(f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)')
+    raise BadRequest(
+        f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
+    )
 
 
 def check_format(fmt: object) -> object:
@@ -207,7 +211,8 @@ def tool_calls(tools: list[Any], last_user: str, seed: int) -> list[ToolCall]:
     for tool in tools:
         if not isinstance(tool, dict):
             continue
-        spec = tool.get("function") if isinstance(tool.get("function"), dict) else tool
+        function = tool.get("function")
+        spec: dict[str, Any] = function if isinstance(function, dict) else tool
         name = spec.get("name")
         if not isinstance(name, str) or not name:
             continue

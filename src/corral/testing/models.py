@@ -50,20 +50,45 @@ _GENERATE = ("completion", "tools")
 _THINK = ("completion", "tools", "thinking")
 _EMBED = ("embedding",)
 _PROFILES: tuple[tuple[str, Profile], ...] = (
-    ("llama3.2", Profile("llama", 3.2e9, context_length=131072, embedding_length=3072,
-                         capabilities=_GENERATE)),
+    (
+        "llama3.2",
+        Profile(
+            "llama", 3.2e9, context_length=131072, embedding_length=3072, capabilities=_GENERATE
+        ),
+    ),
     ("llama3.1", Profile("llama", 8.0e9, context_length=131072, capabilities=_GENERATE)),
     ("llama", Profile("llama", 8.0e9)),
-    ("qwen2.5", Profile("qwen2", 7.6e9, context_length=32768, embedding_length=3584,
-                        capabilities=_GENERATE)),
+    (
+        "qwen2.5",
+        Profile(
+            "qwen2", 7.6e9, context_length=32768, embedding_length=3584, capabilities=_GENERATE
+        ),
+    ),
     ("qwen3", Profile("qwen3", 8.2e9, context_length=40960, capabilities=_THINK)),
     ("deepseek-r1", Profile("qwen2", 7.6e9, context_length=131072, capabilities=_THINK)),
     ("gpt-oss", Profile("gptoss", 20.9e9, "MXFP4", 131072, 2880, _THINK)),
     ("mistral", Profile("llama", 7.2e9, "Q4_0", 32768, capabilities=_GENERATE)),
-    ("gemma3", Profile("gemma3", 4.3e9, context_length=131072, embedding_length=2560,
-                       capabilities=("completion", "vision"))),
-    ("llava", Profile("llama", 7.2e9, "Q4_0", 32768, capabilities=("completion", "vision"),
-                      families=("llama", "clip"))),
+    (
+        "gemma3",
+        Profile(
+            "gemma3",
+            4.3e9,
+            context_length=131072,
+            embedding_length=2560,
+            capabilities=("completion", "vision"),
+        ),
+    ),
+    (
+        "llava",
+        Profile(
+            "llama",
+            7.2e9,
+            "Q4_0",
+            32768,
+            capabilities=("completion", "vision"),
+            families=("llama", "clip"),
+        ),
+    ),
     ("nomic-embed-text", Profile("nomic-bert", 137e6, "F16", 2048, 768, _EMBED)),
     ("mxbai-embed-large", Profile("bert", 334e6, "F16", 512, 1024, _EMBED)),
     ("all-minilm", Profile("bert", 23e6, "F16", 512, 384, _EMBED)),
@@ -123,8 +148,10 @@ class ModelInfo:
 
     @property
     def embed_dim(self) -> int:
-        return self.profile.embedding_length if "embedding" in self.capabilities else (
-            GENERATIVE_EMBED_DIM
+        return (
+            self.profile.embedding_length
+            if "embedding" in self.capabilities
+            else (GENERATIVE_EMBED_DIM)
         )
 
     def details(self) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from corral.testing.payload import (
 )
 from corral.testing.residency import parse_keep_alive
 from corral.testing.state import SimState
+from corral.testing.timing import Timings
 
 NDJSON_HEADERS = [(b"Content-Type", NDJSON_TYPE)]
 FAULTS_KEY = "sim.faults"
@@ -94,14 +95,23 @@ async def generate(state: SimState, request: Request) -> Response:
     )
     answer = plan(info.name, prompt, state.response_tokens)
     gen = runner.Generation(
-        state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
-        num_ctx=num_ctx, faults=stream_faults(request),
+        state,
+        request.path,
+        model,
+        info,
+        answer,
+        stream=stream,
+        keep_alive=keep_alive,
+        num_ctx=num_ctx,
+        faults=stream_faults(request),
     )
     if stream:
         encoder = GenerateEncoder(model, state.clock, context=not raw, top=top)
         return StreamResponse(200, runner.stream(gen, encoder), list(NDJSON_HEADERS))
     timings = await runner.complete(gen)
-    result = generate_result(model, state.clock.rfc3339(), answer, timings, context=not raw, top=top)
+    result = generate_result(
+        model, state.clock.rfc3339(), answer, timings, context=not raw, top=top
+    )
     return Response.json(200, result)
 
 
@@ -131,13 +141,26 @@ async def chat(state: SimState, request: Request) -> Response:
         if role == "user":
             last_user = content
     prompt = Prompt(
-        "\x1f".join(parts), words, last_user, seed, num_predict,
-        format=check_format(body.get("format")), think=body.get("think"), tools=tools,
+        "\x1f".join(parts),
+        words,
+        last_user,
+        seed,
+        num_predict,
+        format=check_format(body.get("format")),
+        think=body.get("think"),
+        tools=tools,
     )
     answer = plan(info.name, prompt, state.response_tokens)
     gen = runner.Generation(
-        state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
-        num_ctx=num_ctx, faults=stream_faults(request),
+        state,
+        request.path,
+        model,
+        info,
+        answer,
+        stream=stream,
+        keep_alive=keep_alive,
+        num_ctx=num_ctx,
+        faults=stream_faults(request),
     )
     if stream:
         encoder = ChatEncoder(model, state.clock, top=top)
@@ -190,7 +213,7 @@ async def embed_vectors(
     dimensions: int | None = None,
     keep_alive: float | None = None,
     num_ctx: int | None = None,
-) -> tuple[list[list[float]], int, runner.Timings]:
+) -> tuple[list[list[float]], int, Timings]:
     """Vectors for ``inputs``, their token count and timings: the work behind every embed API."""
     info = state.catalogue.get(model)
     if info is None:
@@ -209,8 +232,15 @@ async def embed_vectors(
     answer = plan(info.name, work, 0)
     answer.prompt_eval_count = tokens
     gen = runner.Generation(
-        state, request.path, model, info, answer, stream=False, keep_alive=keep_alive,
-        num_ctx=num_ctx, faults=stream_faults(request),
+        state,
+        request.path,
+        model,
+        info,
+        answer,
+        stream=False,
+        keep_alive=keep_alive,
+        num_ctx=num_ctx,
+        faults=stream_faults(request),
     )
     timings = await runner.complete(gen)
     return [embedding(text, size) for text in inputs], tokens, timings
@@ -221,9 +251,14 @@ async def embed(state: SimState, request: Request) -> Response:
     model = require_model(body)
     _, _, num_ctx = read_options(body)
     vectors, tokens, timings = await embed_vectors(
-        state, request, model, embedding_inputs(body.get("input")),
-        truncate=get_bool(body, "truncate", True), dimensions=get_int(body, "dimensions"),
-        keep_alive=parse_keep_alive(body.get("keep_alive")), num_ctx=num_ctx,
+        state,
+        request,
+        model,
+        embedding_inputs(body.get("input")),
+        truncate=get_bool(body, "truncate", True),
+        dimensions=get_int(body, "dimensions"),
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+        num_ctx=num_ctx,
     )
     return Response.json(
         200,
@@ -244,7 +279,11 @@ async def embeddings(state: SimState, request: Request) -> Response:
     text = get_str(body, "prompt")
     _, _, num_ctx = read_options(body)
     vectors, _, _ = await embed_vectors(
-        state, request, model, [text] if text else [],
-        keep_alive=parse_keep_alive(body.get("keep_alive")), num_ctx=num_ctx,
+        state,
+        request,
+        model,
+        [text] if text else [],
+        keep_alive=parse_keep_alive(body.get("keep_alive")),
+        num_ctx=num_ctx,
     )
     return Response.json(200, {"embedding": vectors[0] if vectors else []})

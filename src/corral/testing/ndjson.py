@@ -7,7 +7,8 @@ costs one timestamp, one string escape and a join.
 Example::
 
     enc = GenerateEncoder("llama3.2", clock)
-    enc.content("The")   # b'{"model":"llama3.2","created_at":"...","response":"The","done":false}\\n'
+    enc.content("The")
+    # -> b'{"model":"llama3.2","created_at":"...","response":"The","done":false}\\n'
 """
 
 from __future__ import annotations
@@ -92,10 +93,17 @@ class GenerateEncoder:
 
     def content(self, text: str) -> bytes:
         if self._top is not None:
-            return self._line({"response": text, "done": False, "logprobs": [logprob(text, self._top)]})
+            return self._line(
+                {"response": text, "done": False, "logprobs": [logprob(text, self._top)]}
+            )
         return b"".join(
-            (self._head, self._clock.rfc3339().encode(), b'","response":', _dumps(text),
-             b',"done":false}\n')
+            (
+                self._head,
+                self._clock.rfc3339().encode(),
+                b'","response":',
+                _dumps(text),
+                b',"done":false}\n',
+            )
         )
 
     def thinking(self, text: str) -> bytes:
@@ -137,11 +145,17 @@ class ChatEncoder:
     def content(self, text: str) -> bytes:
         if self._top is not None:
             message = {"role": "assistant", "content": text}
-            return self._line({"message": message, "done": False,
-                               "logprobs": [logprob(text, self._top)]})
+            return self._line(
+                {"message": message, "done": False, "logprobs": [logprob(text, self._top)]}
+            )
         return b"".join(
-            (self._head, self._clock.rfc3339().encode(),
-             b'","message":{"role":"assistant","content":', _dumps(text), b'},"done":false}\n')
+            (
+                self._head,
+                self._clock.rfc3339().encode(),
+                b'","message":{"role":"assistant","content":',
+                _dumps(text),
+                b'},"done":false}\n',
+            )
         )
 
     def thinking(self, text: str) -> bytes:

@@ -103,8 +103,14 @@ def chat_prompt(body: dict[str, Any], limit_key: str = "max_tokens") -> Prompt:
     if limit is None and limit_key == "max_tokens":
         limit = get_int(body, "max_completion_tokens")
     return Prompt(
-        "\x1f".join(parts), words, last_user, get_int(body, "seed"), limit,
-        format=response_format(body), think=reasoning(body), tools=get_list(body, "tools"),
+        "\x1f".join(parts),
+        words,
+        last_user,
+        get_int(body, "seed"),
+        limit,
+        format=response_format(body),
+        think=reasoning(body),
+        tools=get_list(body, "tools"),
     )
 
 
@@ -119,8 +125,9 @@ async def chat_completions(state: SimState, request: Request) -> Response:
     prompt = chat_prompt(body)
     answer = plan(info.name, prompt, state.response_tokens)
     stream = get_bool(body, "stream", False)
-    gen = runner.Generation(state, request.path, model, info, answer, stream=stream,
-                            faults=stream_faults(request))
+    gen = runner.Generation(
+        state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
+    )
     id_, created = _ids("chatcmpl", state)
     if stream:
         usage = get_bool(get_dict(body, "stream_options"), "include_usage", False)
@@ -138,12 +145,18 @@ async def completions(state: SimState, request: Request) -> Response:
     if not isinstance(text, str):
         raise BadRequest("prompt must be a string")
     suffix = get_str(body, "suffix")
-    prompt = Prompt("\x1f".join((text, suffix)), count_words(text) + count_words(suffix), text,
-                    get_int(body, "seed"), get_int(body, "max_tokens"))
+    prompt = Prompt(
+        "\x1f".join((text, suffix)),
+        count_words(text) + count_words(suffix),
+        text,
+        get_int(body, "seed"),
+        get_int(body, "max_tokens"),
+    )
     answer = plan(info.name, prompt, state.response_tokens)
     stream = get_bool(body, "stream", False)
-    gen = runner.Generation(state, request.path, model, info, answer, stream=stream,
-                            faults=stream_faults(request))
+    gen = runner.Generation(
+        state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
+    )
     id_, created = _ids("cmpl", state)
     if stream:
         usage = get_bool(get_dict(body, "stream_options"), "include_usage", False)
@@ -191,8 +204,7 @@ async def embeddings(state: SimState, request: Request) -> Response:
 def model_entry(info: ModelInfo, name: str | None = None) -> dict[str, Any]:
     name = name or info.name
     namespace = name.rsplit("/", 1)[0].rsplit("/", 1)[-1] if "/" in name else "library"
-    return {"id": name, "object": "model", "created": int(info.modified_at),
-            "owned_by": namespace}
+    return {"id": name, "object": "model", "created": int(info.modified_at), "owned_by": namespace}
 
 
 async def list_models(state: SimState, request: Request) -> Response:

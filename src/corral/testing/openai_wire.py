@@ -8,7 +8,8 @@ follows the status.
 Example::
 
     enc = ChatChunkEncoder("chatcmpl-7", 1700000000, "llama3.2", include_usage=True)
-    enc.content("The")   # b'data: {"id":"chatcmpl-7",...,"delta":{"role":"assistant","content":"The"},...}\\n\\n'
+    enc.content("The")
+    # -> b'data: {"id":"chatcmpl-7",...,"delta":{"role":"assistant","content":"The"},...}\\n\\n'
 """
 
 from __future__ import annotations

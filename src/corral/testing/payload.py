@@ -120,7 +120,9 @@ def get_list(body: dict[str, Any], key: str) -> list[Any]:
 
 
 def _mistyped(key: str, value: object, expected: str) -> BadRequest:
-    return BadRequest(f"json: cannot unmarshal {_json_type(value)} into field {key} of type {expected}")
+    return BadRequest(
+        f"json: cannot unmarshal {_json_type(value)} into field {key} of type {expected}"
+    )
 
 
 def _json_type(value: object) -> str:

@@ -47,8 +47,10 @@ def _prompt(body: dict[str, Any]) -> Prompt:
         for item in value:
             if not isinstance(item, dict):
                 raise BadRequest("invalid input item")
-            text = message_text(item.get("content")) if "content" in item else str(
-                item.get("output", "")
+            text = (
+                message_text(item.get("content"))
+                if "content" in item
+                else str(item.get("output", ""))
             )
             parts.append(text)
             if item.get("role") == "user":
@@ -57,23 +59,41 @@ def _prompt(body: dict[str, Any]) -> Prompt:
         raise BadRequest("input must be a string or a list of items")
     text = "\x1f".join(parts)
     return Prompt(
-        text, max(1, sum(count_words(p) for p in parts)), last_user, None,
-        get_int(body, "max_output_tokens"), think=reasoning(body), tools=get_list(body, "tools"),
+        text,
+        max(1, sum(count_words(p) for p in parts)),
+        last_user,
+        None,
+        get_int(body, "max_output_tokens"),
+        think=reasoning(body),
+        tools=get_list(body, "tools"),
     )
 
 
 def _message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [] if status == "in_progress" else [
-        {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    ]
-    return {"id": item_id, "type": "message", "status": status, "role": "assistant",
-            "content": content}
+    content = (
+        []
+        if status == "in_progress"
+        else [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+    )
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": content,
+    }
 
 
 def _call_item(call: ToolCall, status: str) -> dict[str, Any]:
     arguments = orjson.dumps(call.arguments).decode() if status == "completed" else ""
-    return {"id": f"fc_{call.id[5:]}", "type": "function_call", "status": status,
-            "call_id": call.id, "name": call.name, "arguments": arguments}
+    return {
+        "id": f"fc_{call.id[5:]}",
+        "type": "function_call",
+        "status": status,
+        "call_id": call.id,
+        "name": call.name,
+        "arguments": arguments,
+    }
 
 
 def _reasoning_item(item_id: str, text: str) -> dict[str, Any]:
@@ -85,15 +105,30 @@ class ResponseBuilder:
 
     def __init__(self, model: str, created: int, body: dict[str, Any]) -> None:
         suffix = random.randrange(1_000_000)
-        self.id, self.message_id, self.reasoning_id = f"resp_{suffix}", f"msg_{suffix}", f"rs_{suffix}"
+        self.id, self.message_id, self.reasoning_id = (
+            f"resp_{suffix}",
+            f"msg_{suffix}",
+            f"rs_{suffix}",
+        )
         self._base: dict[str, Any] = {
-            "id": self.id, "object": "response", "created_at": created, "status": "in_progress",
-            "model": model, "output": [], "error": None, "incomplete_details": None,
-            "instructions": body.get("instructions"), "max_output_tokens": body.get(
-                "max_output_tokens"),
-            "parallel_tool_calls": True, "temperature": body.get("temperature", 1.0),
-            "tool_choice": "auto", "tools": get_list(body, "tools"), "top_p": body.get("top_p", 1.0),
-            "text": {"format": {"type": "text"}}, "truncation": "disabled", "metadata": {},
+            "id": self.id,
+            "object": "response",
+            "created_at": created,
+            "status": "in_progress",
+            "model": model,
+            "output": [],
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "parallel_tool_calls": True,
+            "temperature": body.get("temperature", 1.0),
+            "tool_choice": "auto",
+            "tools": get_list(body, "tools"),
+            "top_p": body.get("top_p", 1.0),
+            "text": {"format": {"type": "text"}},
+            "truncation": "disabled",
+            "metadata": {},
         }
         self._sequence = 0
         self._text: list[str] = []
@@ -110,7 +145,9 @@ class ResponseBuilder:
             output.append(_message_item(self.message_id, answer.text, "completed"))
         cut = answer.done_reason == "length"
         return {
-            **self._base, "status": "incomplete" if cut else "completed", "output": output,
+            **self._base,
+            "status": "incomplete" if cut else "completed",
+            "output": output,
             "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
             "usage": {
                 "input_tokens": answer.prompt_eval_count,
@@ -143,9 +180,13 @@ class ResponseBuilder:
             item = {"id": self.reasoning_id, "type": "reasoning", "summary": []}
             head = self._event("response.output_item.added", output_index=0, item=item)
         self._thinking.append(text)
-        return head + self._event("response.reasoning_summary_text.delta",
-                                  item_id=self.reasoning_id, output_index=0, summary_index=0,
-                                  delta=text)
+        return head + self._event(
+            "response.reasoning_summary_text.delta",
+            item_id=self.reasoning_id,
+            output_index=0,
+            summary_index=0,
+            delta=text,
+        )
 
     def _close_thinking(self) -> bytes:
         if not self._thinking:
@@ -159,14 +200,30 @@ class ResponseBuilder:
         if not self._message_open:
             self._message_open = True
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            head = self._close_thinking() + self._event(
-                "response.output_item.added", output_index=index,
-                item=_message_item(self.message_id, "", "in_progress"),
-            ) + self._event("response.content_part.added", item_id=self.message_id,
-                            output_index=index, content_index=0, part=part)
+            head = (
+                self._close_thinking()
+                + self._event(
+                    "response.output_item.added",
+                    output_index=index,
+                    item=_message_item(self.message_id, "", "in_progress"),
+                )
+                + self._event(
+                    "response.content_part.added",
+                    item_id=self.message_id,
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+            )
         self._text.append(text)
-        return head + self._event("response.output_text.delta", item_id=self.message_id,
-                                  output_index=index, content_index=0, delta=text, logprobs=[])
+        return head + self._event(
+            "response.output_text.delta",
+            item_id=self.message_id,
+            output_index=index,
+            content_index=0,
+            delta=text,
+            logprobs=[],
+        )
 
     def tools(self, calls: list[ToolCall]) -> bytes:
         out = self._close_thinking()
@@ -174,14 +231,26 @@ class ResponseBuilder:
             index = self._output_index() + offset
             item_id = f"fc_{call.id[5:]}"
             arguments = orjson.dumps(call.arguments).decode()
-            out += self._event("response.output_item.added", output_index=index,
-                               item=_call_item(call, "in_progress"))
-            out += self._event("response.function_call_arguments.delta", item_id=item_id,
-                               output_index=index, delta=arguments)
-            out += self._event("response.function_call_arguments.done", item_id=item_id,
-                               output_index=index, arguments=arguments)
-            out += self._event("response.output_item.done", output_index=index,
-                               item=_call_item(call, "completed"))
+            out += self._event(
+                "response.output_item.added",
+                output_index=index,
+                item=_call_item(call, "in_progress"),
+            )
+            out += self._event(
+                "response.function_call_arguments.delta",
+                item_id=item_id,
+                output_index=index,
+                delta=arguments,
+            )
+            out += self._event(
+                "response.function_call_arguments.done",
+                item_id=item_id,
+                output_index=index,
+                arguments=arguments,
+            )
+            out += self._event(
+                "response.output_item.done", output_index=index, item=_call_item(call, "completed")
+            )
         return out
 
     def closing(self, answer: Plan, timings: Timings) -> list[bytes]:
@@ -193,12 +262,26 @@ class ResponseBuilder:
             part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
             chunks.append(
                 prefix
-                + self._event("response.output_text.done", item_id=self.message_id,
-                            output_index=index, content_index=0, text=text, logprobs=[])
-                + self._event("response.content_part.done", item_id=self.message_id,
-                              output_index=index, content_index=0, part=part)
-                + self._event("response.output_item.done", output_index=index,
-                              item=_message_item(self.message_id, text, "completed"))
+                + self._event(
+                    "response.output_text.done",
+                    item_id=self.message_id,
+                    output_index=index,
+                    content_index=0,
+                    text=text,
+                    logprobs=[],
+                )
+                + self._event(
+                    "response.content_part.done",
+                    item_id=self.message_id,
+                    output_index=index,
+                    content_index=0,
+                    part=part,
+                )
+                + self._event(
+                    "response.output_item.done",
+                    output_index=index,
+                    item=_message_item(self.message_id, text, "completed"),
+                )
             )
         chunks.append(self._event("response.completed", response=self.final(answer)))
         return chunks
@@ -213,8 +296,9 @@ async def responses(state: SimState, request: Request) -> Response:
     info = find_model(state, model, "completion", "chat")
     answer = plan(info.name, _prompt(body), state.response_tokens)
     stream = get_bool(body, "stream", False)
-    gen = runner.Generation(state, request.path, model, info, answer, stream=stream,
-                            faults=stream_faults(request))
+    gen = runner.Generation(
+        state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
+    )
     builder = ResponseBuilder(model, state.clock.unix(), body)
     if stream:
         return StreamResponse(200, runner.stream(gen, builder), list(SSE_HEADERS))

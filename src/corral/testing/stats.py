@@ -99,7 +99,13 @@ class SimStats:
             self.cancelled_event.set()
         self._notify()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    # The waits take a ``timeout`` (rather than leaving it to ``asyncio.timeout``) so that a
+    # test reads as one line and can never hang the suite by forgetting one.
+    async def wait_for(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> None:
         """Return once ``predicate()`` holds, re-checking after every start and finish."""
         async with asyncio.timeout(timeout):
             while not predicate():
@@ -107,16 +113,24 @@ class SimStats:
                     self._changed = asyncio.Event()
                 await self._changed.wait()
 
-    async def wait_cancelled(self, timeout: float = 5.0, count: int = 1) -> GenerationRecord:
+    async def wait_cancelled(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        count: int = 1,
+    ) -> GenerationRecord:
         """Wait until ``count`` generations were cancelled; return the latest of them."""
         await self.wait_for(lambda: self.cancelled >= count, timeout)
         return next(r for r in reversed(self.generations) if r.outcome is Outcome.CANCELLED)
 
-    async def wait_started(self, count: int = 1, timeout: float = 5.0) -> GenerationRecord:
+    async def wait_started(
+        self,
+        count: int = 1,
+        timeout: float = 5.0,  # noqa: ASYNC109
+    ) -> GenerationRecord:
         await self.wait_for(lambda: self.started >= count, timeout)
         return self.generations[-1]
 
-    async def wait_idle(self, timeout: float = 5.0) -> None:
+    async def wait_idle(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         await self.wait_for(lambda: self.active == 0, timeout)
 
     def reset(self) -> None:

@@ -131,8 +131,10 @@ async def create(state: SimState, request: Request) -> Response:
     parameters = get_dict(body, "parameters")
     quantize = get_str(body, "quantize")
     license_value = body.get("license")
-    license_text = "\n".join(license_value) if isinstance(license_value, list) else (
-        license_value if isinstance(license_value, str) else ""
+    license_text = (
+        "\n".join(license_value)
+        if isinstance(license_value, list)
+        else (license_value if isinstance(license_value, str) else "")
     )
     quant = _QUANTIZATIONS.get(quantize.lower()) if quantize else None
     if quantize and quant is None:
@@ -147,8 +149,12 @@ async def create(state: SimState, request: Request) -> Response:
         if quant is not None:
             total = base.size * 3
             steps.extend(
-                {"status": f"quantizing F16 model to {quant}", "digest": "0", "total": total,
-                 "completed": total * i // _STEPS}
+                {
+                    "status": f"quantizing F16 model to {quant}",
+                    "digest": "0",
+                    "total": total,
+                    "completed": total * i // _STEPS,
+                }
                 for i in range(1, _STEPS + 1)
             )
             steps.append({"status": "verifying conversion"})
@@ -165,16 +171,26 @@ async def create(state: SimState, request: Request) -> Response:
             steps.append({"status": f"using existing layer sha256:{hexdigest}"})
     else:
         raise BadRequest("neither 'from' or 'files' was specified")
-    config = orjson.dumps([canonical_name(name), source, files, system, template, parameters,
-                           quant], option=orjson.OPT_SORT_KEYS)
+    config = orjson.dumps(
+        [canonical_name(name), source, files, system, template, parameters, quant],
+        option=orjson.OPT_SORT_KEYS,
+    )
     digest = hashlib.sha256(config).hexdigest()
     steps += [{"status": f"writing layer sha256:{digest}"}, {"status": "writing manifest"}]
-    fields: dict[str, Any] = {"digest": digest, "system": system, "parameters": parameters,
-                              "license": license_text}
+    fields: dict[str, Any] = {
+        "digest": digest,
+        "system": system,
+        "parameters": parameters,
+        "license": license_text,
+    }
     if base is not None:
-        fields.update(profile=base.profile, parent_model=base.name,
-                      quantization_level=quant or base.quantization_level,
-                      system=system or base.system, parameters=parameters or base.parameters)
+        fields.update(
+            profile=base.profile,
+            parent_model=base.name,
+            quantization_level=quant or base.quantization_level,
+            system=system or base.system,
+            parameters=parameters or base.parameters,
+        )
     if template or base is not None:
         fields["template"] = template or (base.template if base is not None else "")
 

@@ -1,0 +1,229 @@
+"""The processes of a benchmark run: simulator, corral and load tools, each pinned to its core.
+
+corral gets core 0 to itself; the simulator, the load generator (and this orchestrating process,
+which mostly sleeps) share core 1. A server counts as started once it answers an HTTP request:
+readiness is polled, never assumed after a fixed sleep.
+
+Example::
+
+    pinning = Pinning.choose(requested=True)
+    sim = start_simulator(tokens_per_second=20, first_token_ms=0, cpus=pinning.load)
+    corral = start_corral(sim.url, cpus=pinning.corral)
+    ...
+    corral.stop()
+    sim.stop()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CORRAL_CORE = 0
+LOAD_CORE = 1
+MODEL = "llama3.2"
+READY_TIMEOUT = 30.0
+READY_POLL_INTERVAL = 0.05
+STOP_TIMEOUT = 15.0
+
+
+class ServiceFailed(RuntimeError):
+    """A process of the benchmark did not start, or died."""
+
+
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    """Which cores corral and the load side run on; ``None`` means wherever the kernel likes."""
+
+    corral: frozenset[int] | None
+    load: frozenset[int] | None
+    note: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.corral is not None
+
+    @classmethod
+    def choose(cls, *, requested: bool) -> Pinning:
+        if not requested:
+            return cls(None, None, "not pinned (asked not to)")
+        if not hasattr(os, "sched_getaffinity"):
+            return cls(None, None, "not pinned (this platform cannot set CPU affinity)")
+        available = os.sched_getaffinity(0)
+        if not {CORRAL_CORE, LOAD_CORE} <= available:
+            return cls(None, None, f"not pinned (needs cores 0 and 1; have {sorted(available)})")
+        return cls(
+            frozenset({CORRAL_CORE}),
+            frozenset({LOAD_CORE}),
+            f"corral on core {CORRAL_CORE}; simulator and load generator on core {LOAD_CORE}",
+        )
+
+
+def pin_self(cpus: frozenset[int] | None) -> None:
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)
+
+
+def _pin_child(cpus: frozenset[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that moves the child to ``cpus`` before exec, so all its threads are."""
+    if cpus is None:
+        return None
+
+    def pin() -> None:
+        os.sched_setaffinity(0, cpus)
+
+    return pin
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_status(port: int, path: str, timeout: float = 1.0) -> int:
+    """Status of ``GET path`` on 127.0.0.1:``port``; raises ``OSError`` if nothing answers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    except http.client.HTTPException as err:
+        raise OSError(str(err)) from err
+    finally:
+        conn.close()
+
+
+class Service:
+    """A server process this run started: where it listens, and how to stop it."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.name = name
+        self.process = process
+        self.port = port
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output_tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, path: str, timeout: float = READY_TIMEOUT) -> None:
+        """Poll ``GET path`` until it answers 200; fail fast if the process exits."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while True:
+            code = self.process.poll()
+            if code is not None:
+                raise ServiceFailed(
+                    f"{self.name} exited with status {code} before it was ready:\n"
+                    + self.output_tail()
+                )
+            try:
+                status = http_status(self.port, path)
+            except OSError as err:
+                last = str(err) or type(err).__name__
+            else:
+                if status == 200:
+                    return
+                last = f"status {status}"
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceFailed(
+                    f"{self.name} did not answer GET {path} with 200 within {timeout:g}s"
+                    f" ({last}):\n{self.output_tail()}"
+                )
+            time.sleep(READY_POLL_INTERVAL)
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        if code is not None:
+            raise ServiceFailed(f"{self.name} died (status {code}):\n{self.output_tail()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        with contextlib.suppress(OSError):
+            self.log.unlink()
+
+
+def launch(name: str, argv: Sequence[str], port: int, cpus: frozenset[int] | None) -> Service:
+    log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed to the child, closed below
+        prefix=f"corral-bench-{name}-", suffix=".log", delete=False
+    )
+    with log_file:
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            preexec_fn=_pin_child(cpus),
+        )
+    return Service(name, process, port, Path(log_file.name))
+
+
+def start_simulator(
+    tokens_per_second: float, first_token_ms: float, cpus: frozenset[int] | None
+) -> Service:
+    """``corral simulate`` with one model, ready to answer."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "corral", "simulate", "--port", str(port), "--models", MODEL,
+        "--tokens-per-second", repr(float(tokens_per_second)),
+        "--first-token-ms", repr(float(first_token_ms)),
+    ]  # fmt: skip
+    service = launch("simulator", argv, port, cpus)
+    service.wait_ready("/api/version")
+    return service
+
+
+def start_corral(backend_url: str, cpus: frozenset[int] | None) -> Service:
+    """corral in front of ``backend_url``, ready once a request through it reaches the backend."""
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.run_corral", "--port", str(port), "--backend", backend_url]
+    service = launch("corral", argv, port, cpus)
+    service.wait_ready("/api/version")
+    return service
+
+
+def run_tool(
+    argv: Sequence[str], cpus: frozenset[int] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a load tool to completion on ``cpus`` and capture its output."""
+    return subprocess.run(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+        check=False,
+        preexec_fn=_pin_child(cpus),
+    )

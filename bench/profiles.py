@@ -1,0 +1,71 @@
+"""How big and how long each scenario runs: the full benchmark, ``--quick`` and ``--smoke``.
+
+The streaming rates are chosen so that the load generator, which shares its core with the
+simulator, keeps up: 500 streams at 20 tokens/s is 10,000 chunks/s into one Python client, which
+takes it a fraction of its core. A client that falls behind would measure itself, not corral.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# A rate no timer can honour: the simulator then emits tokens back to back, never sleeping.
+UNPACED = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    name: str
+    rounds: int
+    """Direct/corral pairs per scenario; each figure is the median over them."""
+    pin: bool
+    # (a) non-streaming requests per second
+    a_connections: int
+    a_duration: float
+    a_num_predict: int
+    # (b) many concurrent streams
+    b_streams: int
+    b_tokens: int
+    b_tokens_per_second: float
+    b_ramp: float
+    """Seconds over which the streams start; shorter than one stream, so all run at once."""
+    # (c) chunk throughput with corral as the bottleneck
+    c_connections: int
+    c_tokens: int
+    c_warmup: float
+    c_duration: float
+    # (d) memory with many open streams
+    d_streams: int
+    d_tokens_per_second: float
+    d_hold: float
+
+    @property
+    def b_stream_seconds(self) -> float:
+        return (self.b_tokens + 1) / self.b_tokens_per_second
+
+
+FULL = Profile(
+    name="full", rounds=3, pin=True,
+    a_connections=64, a_duration=5.0, a_num_predict=16,
+    b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
+    c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=3.0,
+    d_streams=500, d_tokens_per_second=1.0, d_hold=3.0,
+)  # fmt: skip
+
+QUICK = Profile(
+    name="quick", rounds=1, pin=True,
+    a_connections=64, a_duration=3.0, a_num_predict=16,
+    b_streams=500, b_tokens=100, b_tokens_per_second=50.0, b_ramp=0.5,
+    c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=2.0,
+    d_streams=500, d_tokens_per_second=1.0, d_hold=1.5,
+)  # fmt: skip
+
+SMOKE = Profile(
+    name="smoke", rounds=1, pin=False,
+    a_connections=8, a_duration=1.0, a_num_predict=4,
+    b_streams=10, b_tokens=10, b_tokens_per_second=100.0, b_ramp=0.05,
+    c_connections=4, c_tokens=50, c_warmup=0.2, c_duration=0.5,
+    d_streams=10, d_tokens_per_second=5.0, d_hold=0.3,
+)  # fmt: skip
+
+PROFILES = {p.name: p for p in (FULL, QUICK, SMOKE)}

@@ -1,0 +1,66 @@
+"""corral as the benchmark runs it: one backend, room for every stream, access log on.
+
+The access log stays on, written to ``/dev/null``: formatting and writing its lines is part of
+what a request costs, so it is measured; only the terminal is spared.
+
+Example::
+
+    python -m bench.run_corral --port 8080 --backend http://127.0.0.1:11434
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Sequence
+
+import uvloop
+
+from corral.app import App
+from corral.observability.logs import AccessLog, configure_logging
+from corral.settings import BackendSettings, Settings
+
+# Far above the 500 streams of the largest scenario: the benchmark measures the relay, not the
+# queue in front of a busy backend.
+MAX_CONCURRENCY = 1024
+QUEUE_SIZE = 10_000
+
+
+def bench_settings(port: int, backend: str) -> Settings:
+    return Settings(
+        port=port,
+        backends=[BackendSettings(url=backend, max_concurrency=MAX_CONCURRENCY)],
+        queue_size=QUEUE_SIZE,
+        log_level="warning",
+    )
+
+
+async def serve(settings: Settings) -> None:
+    configure_logging(settings.log_level)
+    with open(os.devnull, "wb") as devnull:
+        app = App(settings, access_log=AccessLog(stream=devnull))
+        await app.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            await app.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_corral", description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--backend", required=True, help="the simulator's URL")
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(bench_settings(args.port, args.backend)))
+
+
+if __name__ == "__main__":
+    main()
