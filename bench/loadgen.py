@@ -138,7 +138,7 @@ async def open_connections(
             _, protocol = await loop.create_connection(
                 lambda: Exchange(listener, record_times=record_times), host, port
             )
-        return cast(Exchange, protocol)
+        return protocol
 
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
@@ -423,11 +423,11 @@ def _resolve(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
-async def _wait(future: asyncio.Future[None] | None, timeout: float) -> bool:
-    """Whether ``future`` resolved within ``timeout`` seconds."""
+async def _wait(future: asyncio.Future[None] | None, seconds: float) -> bool:
+    """Whether ``future`` resolved within ``seconds``."""
     assert future is not None
     try:
-        await asyncio.wait_for(asyncio.shield(future), max(timeout, 0.0))
+        await asyncio.wait_for(asyncio.shield(future), max(seconds, 0.0))
     except TimeoutError:
         return False
     return True

@@ -214,16 +214,19 @@ def start_corral(backend_url: str, cpus: frozenset[int] | None) -> Service:
 
 
 def run_tool(
-    argv: Sequence[str], cpus: frozenset[int] | None, timeout: float
+    name: str, argv: Sequence[str], cpus: frozenset[int] | None, timeout: float
 ) -> subprocess.CompletedProcess[str]:
     """Run a load tool to completion on ``cpus`` and capture its output."""
-    return subprocess.run(
-        list(argv),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        check=False,
-        preexec_fn=_pin_child(cpus),
-    )
+    try:
+        return subprocess.run(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO_ROOT,
+            check=False,
+            preexec_fn=_pin_child(cpus),
+        )
+    except subprocess.TimeoutExpired as err:
+        raise ServiceFailed(f"{name} did not finish within {timeout:g}s") from err

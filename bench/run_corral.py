@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 from collections.abc import Sequence
+from typing import BinaryIO
 
 import uvloop
 
@@ -38,19 +39,18 @@ def bench_settings(port: int, backend: str) -> Settings:
     )
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, access_log: BinaryIO) -> None:
     configure_logging(settings.log_level)
-    with open(os.devnull, "wb") as devnull:
-        app = App(settings, access_log=AccessLog(stream=devnull))
-        await app.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            await app.aclose()
+    app = App(settings, access_log=AccessLog(stream=access_log))
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -58,8 +58,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", required=True, help="the simulator's URL")
     args = parser.parse_args(argv)
-    with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(serve(bench_settings(args.port, args.backend)))
+    with open(os.devnull, "wb") as devnull, contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(serve(bench_settings(args.port, args.backend), devnull))
 
 
 if __name__ == "__main__":

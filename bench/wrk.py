@@ -68,7 +68,7 @@ def run_wrk(
             binary, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s",
             "-s", str(script), f"http://127.0.0.1:{port}{path}",
         ]  # fmt: skip
-        done = run_tool(argv, cpus, timeout=duration + EXTRA_TIMEOUT)
+        done = run_tool("wrk", argv, cpus, timeout=duration + EXTRA_TIMEOUT)
     for line in done.stdout.splitlines():
         if line.startswith(MARKER):
             raw = json.loads(line[len(MARKER) :])

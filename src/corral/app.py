@@ -16,6 +16,9 @@ import logging
 import signal
 
 from corral.backends.backend import Backend, BackendSpec
+from corral.backends.breaker import CircuitBreaker
+from corral.backends.fleet import Fleet
+from corral.backends.health import HealthChecker
 from corral.http.cors import CorsPolicy
 from corral.http.errors import render_plain
 from corral.http.ops import OpsRoutes
@@ -39,24 +42,29 @@ def is_blob_upload(method: bytes, url: bytes) -> bool:
 def build_services(settings: Settings, access_log: AccessLog | None = None) -> Services:
     backends = [
         Backend(
-            BackendSpec(b.name or f"{b.host}:{b.port}", b.host, b.port, b.max_concurrency),
+            BackendSpec(b.name, b.host, b.port, b.max_concurrency),
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
+            breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
         )
         for b in settings.backends
     ]
+    checker = HealthChecker(
+        backends, interval=settings.health_interval, timeout=settings.health_timeout
+    )
     router = Router(
         backends,
-        make_balancer(settings.strategy),
+        make_balancer(settings.strategy, load_estimate=settings.model_load_estimate),
         queue_size=settings.queue_size,
         max_queue_wait=settings.max_queue_wait,
     )
     return Services(
         settings=settings,
         backends=backends,
+        fleet=Fleet(backends, checker),
         router=router,
         cors=CorsPolicy(settings.cors_origins),
-        ops=OpsRoutes(backends, probe_timeout=min(2.0, settings.connect_timeout)),
+        ops=OpsRoutes(backends),
         access_log=access_log or AccessLog(),
     )
 
@@ -90,14 +98,13 @@ class App:
     async def start(self) -> None:
         self.services.access_log.start()
         await self.server.start(self.settings.host, self.settings.port)
-        # Learn which backends answer before the first request needs to know.
-        await self.services.ops._refresh()
+        # Learn which backends answer, and what they hold, before the first request needs it.
+        await self.services.fleet.start()
 
     async def aclose(self) -> None:
         """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
         await self.server.aclose()
-        for backend in self.services.backends:
-            await backend.aclose()
+        await self.services.fleet.aclose()
         await self.services.access_log.aclose()
 
 

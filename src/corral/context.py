@@ -13,7 +13,8 @@ class Call:
     """What a request asks of the fleet, parsed once at the edge.
 
     ``fields`` is the decoded JSON body (empty when there is none); ``body`` the bytes that go
-    upstream unchanged.
+    upstream unchanged. ``model_key`` is the model's normalised name (``llama3`` ->
+    ``llama3:latest``), the one the fleet's model index uses.
 
     >>> Call("ollama", "/api/chat", "llama3.2", True, b"{}", {}).model
     'llama3.2'
@@ -25,3 +26,5 @@ class Call:
     stream: bool
     body: bytes
     fields: dict[str, Any]
+    model_key: str | None = None
+    num_ctx: int | None = None

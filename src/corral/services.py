@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from corral.backends.backend import Backend
+from corral.backends.fleet import Fleet
 from corral.http.cors import CorsPolicy
 from corral.http.ops import OpsRoutes
 from corral.observability.logs import AccessLog
@@ -16,6 +17,7 @@ from corral.settings import Settings
 class Services:
     settings: Settings
     backends: list[Backend]
+    fleet: Fleet
     router: Router
     cors: CorsPolicy
     ops: OpsRoutes

@@ -187,7 +187,7 @@ class Settings(Section):
         default_factory=_default_backends, min_length=1, validate_default=True
     )
     """The Ollama servers: url or name=url, comma-separated."""
-    strategy: Literal["round_robin", "least_busy"] = "round_robin"
+    strategy: Literal["warm", "least_busy", "round_robin"] = "warm"
     """How a backend is picked among the candidates."""
     queue_size: int = Field(default=100, ge=0)
     """Requests that may wait for a free backend."""
@@ -209,6 +209,16 @@ class Settings(Section):
     """Seconds an idle client connection stays open."""
     max_failover_tries: int = Field(default=3, ge=1)
     """Backends tried for one request before its first byte reaches the client."""
+    health_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two health checks of a backend (version, models, loaded models)."""
+    health_timeout: float = Field(default=2.0, gt=0)
+    """Seconds a health probe may take before the backend counts as down."""
+    breaker_failures: int = Field(default=3, ge=1)
+    """Failures in a row (refused, timeout, 5xx, broken stream) that open a backend's circuit."""
+    breaker_cooldown: float = Field(default=10.0, gt=0)
+    """Seconds an open circuit keeps traffic away before one trial request."""
+    model_load_estimate: float = Field(default=5.0, ge=0)
+    """Seconds a cold model is assumed to take to load, until corral has seen it load."""
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     """Browser origins allowed to call corral; * is a wildcard, "*" alone allows any."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

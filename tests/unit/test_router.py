@@ -115,13 +115,16 @@ async def test_slot_handed_to_a_waiter_that_just_left_is_passed_on() -> None:
     assert fleet[0].in_flight == 1
 
 
-async def test_down_backends_are_skipped_unless_all_are_down() -> None:
+async def test_down_backends_are_skipped_and_an_all_down_fleet_is_503() -> None:
     fleet = backends(4, 4)
     fleet[0].state = BackendState.DOWN
     router = Router(fleet, RoundRobin())
     assert {(await router.acquire()).backend.name for _ in range(4)} == {"b1"}
     fleet[1].state = BackendState.DOWN
-    assert (await router.acquire()).backend.name in {"b0", "b1"}
+    with pytest.raises(NoHealthyBackend) as err:
+        await router.acquire()
+    assert err.value.status == 503
+    assert err.value.retry_after is not None
 
 
 async def test_excluding_every_backend_means_none_is_available() -> None:

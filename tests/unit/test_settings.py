@@ -48,7 +48,7 @@ def test_defaults_need_no_source() -> None:
     assert settings.backends == [BackendSettings(url="http://127.0.0.1:11434")]
     assert settings.backends[0].name == "127.0.0.1:11434"
     assert settings.backends[0].max_concurrency == 4
-    assert settings.strategy == "round_robin"
+    assert settings.strategy == "warm"
     assert (settings.queue_size, settings.max_queue_wait) == (100, 60.0)
     assert (settings.connect_timeout, settings.read_timeout) == (5.0, 300.0)
     assert settings.max_body_size == 64 * 1024 * 1024
@@ -399,7 +399,7 @@ def test_bad_size_string() -> None:
 
 def test_bad_choice_lists_the_choices() -> None:
     assert error_of({"CORRAL_STRATEGY": "fastest"}) == (
-        "CORRAL_STRATEGY: must be one of 'round_robin' or 'least_busy', got 'fastest'"
+        "CORRAL_STRATEGY: must be one of 'warm', 'least_busy' or 'round_robin', got 'fastest'"
     )
 
 

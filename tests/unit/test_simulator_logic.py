@@ -26,7 +26,7 @@ from corral.testing.stats import SimStats
 from corral.testing.timestamps import WallClock, rfc3339_at
 from corral.testing.timing import Schedule
 
-UNPACED = {"tokens_per_second": 1e9, "first_token_delay": 0.0}
+UNPACED: dict[str, Any] = {"tokens_per_second": 1e9, "first_token_delay": 0.0}
 
 
 def _prompt(text: str = "Why is the sky blue?", **kw: Any) -> Prompt:

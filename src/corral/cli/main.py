@@ -24,7 +24,7 @@ from corral.settings import BackendSettings, Settings, SettingsError, load_setti
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
-DEMO_MODELS = ("llama3.2:1b", "qwen2.5:0.5b")
+DEMO_MODELS = ("llama3.2:latest", "qwen2.5:0.5b", "nomic-embed-text:latest")
 DEMO_TOKENS_PER_SECOND = 40.0
 DEMO_FIRST_TOKEN_MS = 150.0
 # Long enough for a busy Ollama to answer a version request, short enough not to stall `make run`.
@@ -51,7 +51,8 @@ def settings_options(command: Command) -> Command:
         click.option("--host", help="Address to listen on."),
         click.option("-p", "--port", help="Port to listen on."),
         click.option("-b", "--backends", help="Ollama servers, comma-separated: url or name=url."),
-        click.option("--strategy", help="round_robin or least_busy."),
+        click.option("--strategy", help="warm, least_busy or round_robin."),
+        click.option("--health-interval", help="Seconds between health checks."),
         click.option("--queue-size", help="Requests that may wait for a free backend."),
         click.option("--max-queue-wait", help="Seconds a request may wait; 0 = unlimited."),
         click.option("--log-level", help="debug, info, warning or error."),

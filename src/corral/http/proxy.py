@@ -27,8 +27,15 @@ from corral.backends.upstream import (
     UpstreamReadTimeout,
     UpstreamResponse,
 )
+from corral.backends.models import keep_alive_seconds, normalize_model
 from corral.context import Call
-from corral.errors import BadRequest, CorralError, UpstreamError, UpstreamTimeout
+from corral.errors import (
+    BadRequest,
+    CorralError,
+    ModelNotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from corral.http import routes
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Request, Response
@@ -62,6 +69,9 @@ _NOT_FORWARDED = frozenset(
         b"x-forwarded-for",
     }
 )
+
+# After these, a backend's model list has changed: refresh the index.
+_CHANGES_MODELS = frozenset({"/api/pull", "/api/create", "/api/copy", "/api/delete"})
 
 # Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
 _BUSY = 503
@@ -154,7 +164,15 @@ class Gateway:
         stream = fields.get("stream", endpoint.streams_by_default)
         if not isinstance(stream, bool):
             raise BadRequest("stream must be true or false")
-        return Call(endpoint.surface, endpoint.name, model, stream, body, fields)
+        num_ctx = None
+        options = fields.get("options")
+        if isinstance(options, dict):
+            value = options.get("num_ctx")
+            num_ctx = value if isinstance(value, int) else None
+        model_key = normalize_model(model) if model is not None else None
+        return Call(
+            endpoint.surface, endpoint.name, model, stream, body, fields, model_key, num_ctx
+        )
 
     # ---- route, queue and relay -----------------------------------------------------------
 
@@ -180,7 +198,7 @@ class Gateway:
         busy: tuple[UpstreamResponse, Lease] | None = None
         for attempt in range(services.settings.max_failover_tries):
             try:
-                lease = await router.acquire(call, frozenset(tried))
+                lease = await self._acquire(call, frozenset(tried))
             except CorralError:
                 if failure is not None or busy is not None:
                     break
@@ -195,6 +213,7 @@ class Gateway:
                 )
             except UpstreamFailure as err:
                 lease.release()
+                backend.record_failure(str(err))
                 if isinstance(err, UpstreamConnectError):
                     backend.mark_down(str(err))
                 failure = translate_failure(err, backend)
@@ -212,6 +231,8 @@ class Gateway:
                 lease.release()
                 raise
             backend.mark_up()
+            if upstream.status >= 500 and upstream.status != _BUSY:
+                backend.record_failure(f"answered {upstream.status}")
             if upstream.status == _BUSY and attempt + 1 < services.settings.max_failover_tries:
                 # Keep this answer in case nobody else has room; try the next backend.
                 if busy is not None:
@@ -228,6 +249,16 @@ class Gateway:
         assert failure is not None
         raise failure
 
+    async def _acquire(self, call: Call, exclude: frozenset[Backend]) -> Lease:
+        try:
+            return await self.services.router.acquire(call, exclude)
+        except ModelNotFound:
+            # The index may be a few seconds old (a model pulled straight on a server):
+            # look again once before answering 404.
+            if not await self.services.fleet.refresh_models_if_stale():
+                raise
+            return await self.services.router.acquire(call, exclude)
+
     def _relay(
         self,
         upstream: UpstreamResponse,
@@ -239,15 +270,29 @@ class Gateway:
         state = request.state
         state["backend"] = lease.backend.name
 
+        backend = lease.backend
+        started = time.perf_counter()
+
         def done(outcome: RelayOutcome) -> None:
             lease.release()
             status = upstream.status
             if outcome.error is not None:
                 state["error"] = outcome.error
+                backend.record_failure(outcome.error)
             elif not upstream.complete:
                 status = 499
+            elif outcome.last_chunk.startswith(b'{"error"'):
+                # Ollama's own mid-stream failure: the status was 200, the stream says otherwise.
+                backend.record_failure("error line in stream")
+            elif status < 500:
+                backend.record_success(time.perf_counter() - started)
+                if status == 200 and call.model_key is not None:
+                    backend.learn(call.model_key, outcome.last_chunk, call.num_ctx, keep_alive)
             self._log(request, status, outcome.bytes_sent, outcome)
+            if status == 200 and call.endpoint in _CHANGES_MODELS:
+                self.services.fleet.models_changed([backend])
 
+        keep_alive = keep_alive_seconds(call.fields.get("keep_alive"))
         return RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
 
     # ---- record ---------------------------------------------------------------------------

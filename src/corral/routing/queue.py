@@ -22,8 +22,8 @@ from types import TracebackType
 
 from corral.backends.backend import Backend
 from corral.context import Call
-from corral.errors import NoHealthyBackend, QueueFull, QueueTimeout
-from corral.routing.balancer import Balancer
+from corral.errors import ModelNotFound, NoHealthyBackend, QueueFull, QueueTimeout
+from corral.routing.balancer import Balancer, WarmAffinity
 
 
 class Lease:
@@ -86,24 +86,54 @@ class Router:
     def queued(self) -> int:
         return len(self._waiters)
 
+    def queued_for(self, backend: Backend) -> int:
+        return sum(1 for w in self._waiters if backend in w.candidates)
+
+    def holders(self, call: Call | None) -> list[Backend]:
+        """Backends that have the call's model (or may: their model list is not known yet).
+        Raises ``ModelNotFound`` when none has it."""
+        model = call.model_key if call is not None else None
+        if model is None:
+            return self.backends
+        holders = [b for b in self.backends if b.has_model(model) is not False]
+        if not holders:
+            assert call is not None and call.model is not None
+            raise ModelNotFound(call.model)
+        return holders
+
     def candidates(
         self, call: Call | None, exclude: frozenset[Backend] = frozenset()
     ) -> list[Backend]:
-        """Backends that may serve ``call``: not excluded, and not known to be down (unless all
-        are: then a request is the quickest way to find out whether one came back)."""
-        pool = [b for b in self.backends if b not in exclude] if exclude else self.backends
+        """Backends that may serve ``call`` now: they have its model, are healthy, not
+        draining, their circuit is closed, and they were not tried already."""
+        pool = self.holders(call)
+        if exclude:
+            pool = [b for b in pool if b not in exclude]
         usable = [b for b in pool if b.usable]
-        return usable or list(pool)
+        if not usable:
+            what = f'model "{call.model}"' if call is not None and call.model else "this request"
+            hint = min((b.breaker.retry_in for b in pool), default=0.0)
+            raise NoHealthyBackend(
+                f"no healthy backend is available for {what}", retry_after=max(1.0, hint)
+            )
+        return usable
 
     async def acquire(
         self, call: Call | None = None, exclude: frozenset[Backend] = frozenset()
     ) -> Lease:
         candidates = self.candidates(call, exclude)
-        if not candidates:
-            raise NoHealthyBackend("no backend is available", retry_after=1)
         free = [b for b in candidates if b.in_flight < b.max_concurrency]
+        balancer = self.balancer
+        if (
+            isinstance(balancer, WarmAffinity)
+            and call is not None
+            and call.model_key is not None
+            and len(candidates) > 1
+        ):
+            candidates, free = self._affinity(balancer, call, call.model_key, candidates, free)
         if free and not self._waiters:
-            backend = free[0] if len(free) == 1 else self.balancer.choose(free, call)
+            backend = free[0] if len(free) == 1 else balancer.choose(free, call)
+            backend.breaker.on_attempt()
             backend.in_flight += 1
             return Lease(self, backend)
         if len(self._waiters) >= self.queue_size:
@@ -112,6 +142,25 @@ class Router:
                 retry_after=self._retry_hint(),
             )
         return await self._wait(candidates, call)
+
+    def _affinity(
+        self,
+        balancer: WarmAffinity,
+        call: Call,
+        model: str,
+        candidates: list[Backend],
+        free: list[Backend],
+    ) -> tuple[list[Backend], list[Backend]]:
+        """When every warm backend is busy, wait for one if that is cheaper than a cold load."""
+        warm = [b for b in candidates if b.is_warm(model, call.num_ctx)]
+        if not warm or any(b in free for b in warm):
+            return candidates, free
+        if not free or balancer.should_wait(warm, free, model, self._waiting_for(warm)):
+            return warm, []
+        return candidates, free
+
+    def _waiting_for(self, backends: list[Backend]) -> int:
+        return sum(1 for w in self._waiters if any(b in w.candidates for b in backends))
 
     async def _wait(self, candidates: list[Backend], call: Call | None) -> Lease:
         loop = asyncio.get_running_loop()
@@ -163,6 +212,7 @@ class Router:
             if not free:
                 continue
             backend = free[0] if len(free) == 1 else self.balancer.choose(free, waiter.call)
+            backend.breaker.on_attempt()
             backend.in_flight += 1
             self._waiters.remove(waiter)
             waiter.future.set_result(backend)

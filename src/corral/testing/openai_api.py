@@ -121,8 +121,8 @@ def _ids(prefix: str, state: SimState) -> tuple[str, int]:
 async def chat_completions(state: SimState, request: Request) -> Response:
     body = parse_body(request.body)
     model = require_model(body)
+    prompt = chat_prompt(body)  # Ollama's compatibility layer checks messages first
     info = find_model(state, model, "completion", "chat")
-    prompt = chat_prompt(body)
     answer = plan(info.name, prompt, state.response_tokens)
     stream = get_bool(body, "stream", False)
     gen = runner.Generation(

@@ -1,0 +1,83 @@
+"""The fleet: every backend, their health checks, and keeping the model index fresh.
+
+The model index is each backend's ``models`` (from ``/api/tags``). It is refreshed by the health
+checker on its interval, right after a pull, create, copy or delete through corral, and at most
+once a second when a request names a model no backend seems to have.
+
+Example::
+
+    fleet = Fleet(backends, HealthChecker(backends, interval=5))
+    await fleet.start()
+    fleet.get("gpu1")
+    await fleet.aclose()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Sequence
+
+from corral.backends.backend import Backend
+from corral.backends.health import HealthChecker
+
+
+class Fleet:
+    def __init__(
+        self,
+        backends: Sequence[Backend],
+        checker: HealthChecker,
+        *,
+        refresh_interval: float = 1.0,
+    ) -> None:
+        self.backends = list(backends)
+        self.checker = checker
+        self.refresh_interval = refresh_interval
+        self._by_name = {b.name: b for b in self.backends}
+        self._refreshed_at = float("-inf")
+        self._refreshing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def get(self, name: str) -> Backend | None:
+        return self._by_name.get(name)
+
+    @property
+    def usable(self) -> list[Backend]:
+        return [b for b in self.backends if b.usable]
+
+    async def start(self) -> None:
+        await self.checker.check_all()
+        self._refreshed_at = time.monotonic()
+        self.checker.start()
+
+    async def refresh_models_if_stale(self) -> bool:
+        """Re-read every backend's models, unless that was done within ``refresh_interval``.
+        Concurrent callers share one refresh. Returns whether the index may have changed."""
+        if time.monotonic() - self._refreshed_at < self.refresh_interval:
+            return False
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.get_running_loop().create_task(self._refresh_all())
+        await asyncio.shield(self._refreshing)
+        return True
+
+    async def _refresh_all(self) -> None:
+        await asyncio.gather(*(b.refresh_models() for b in self.backends if b.usable))
+        self._refreshed_at = time.monotonic()
+
+    def models_changed(self, backends: Iterable[Backend]) -> None:
+        """Schedule a refresh of these backends' models (after a pull, delete...)."""
+        loop = asyncio.get_running_loop()
+        for backend in backends:
+            task = loop.create_task(backend.refresh_models())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def aclose(self) -> None:
+        await self.checker.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for backend in self.backends:
+            await backend.aclose()
