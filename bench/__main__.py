@@ -23,13 +23,14 @@ What is measured (each scenario starts its own simulator and corral):
     under 60 MB.
 
 How: corral (``bench/run_corral.py``) runs pinned to core 0, alone. The simulator
-(``corral simulate``), the load generator (``wrk``, or ``python -m bench.loadgen``, a uvloop +
-httptools client built to cost little per chunk) and this process share core 1. Every process is
-separate; readiness is polled over HTTP, never slept for. corral's access log is on, written to
-``/dev/null``, so its cost is part of what is measured. The machine is noisy, so the benchmark
-reports ratios and differences rather than absolute numbers: each scenario runs direct, corral,
-direct, corral... and reports medians, ratios and differences being medians of the per-round
-pairs.
+(``bench/run_simulator.py``: what ``corral simulate`` runs, without Python's cyclic collector,
+whose pauses would be noise), the load generator (``wrk``, or ``python -m bench.loadgen``, a
+uvloop + httptools client built to cost little per chunk) and this process share core 1. Every
+process is separate; readiness is polled over HTTP, never slept for. corral's access log is on,
+written to ``/dev/null``, so its cost is part of what is measured. The machine is noisy, so the
+benchmark reports ratios and differences rather than absolute numbers: each scenario runs direct,
+corral, direct, corral... and reports medians; a ratio or a difference is the median of the
+per-round pairs.
 
 The table goes to standard output, progress to standard error, and everything (every round's raw
 figures too) to ``bench/results/latest.json``. The exit status is 1 when something went wrong

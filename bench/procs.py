@@ -192,10 +192,10 @@ def launch(name: str, argv: Sequence[str], port: int, cpus: frozenset[int] | Non
 def start_simulator(
     tokens_per_second: float, first_token_ms: float, cpus: frozenset[int] | None
 ) -> Service:
-    """``corral simulate`` with one model, ready to answer."""
+    """The simulator (``bench/run_simulator.py``) with one model, ready to answer."""
     port = free_port()
     argv = [
-        sys.executable, "-m", "corral", "simulate", "--port", str(port), "--models", MODEL,
+        sys.executable, "-m", "bench.run_simulator", "--port", str(port), "--models", MODEL,
         "--tokens-per-second", repr(float(tokens_per_second)),
         "--first-token-ms", repr(float(first_token_ms)),
     ]  # fmt: skip

@@ -29,7 +29,8 @@ class CorralError(Exception):
     """Base of every error corral answers with. ``message`` is safe to show a client."""
 
     status: int = 500
-    # OpenAI's error ``type`` for the same condition.
+    # The error ``type`` on /v1 routes; Ollama's /v1 layer says "api_error" for what it does not
+    # name, and so does corral.
     openai_type: str = "api_error"
     openai_code: str | None = None
 
@@ -57,12 +58,11 @@ class Forbidden(CorralError):
 
 class NotFound(CorralError):
     status = 404
-    openai_type = "invalid_request_error"
+    # As Ollama's own /v1 layer types a 404.
+    openai_type = "not_found_error"
 
 
 class ModelNotFound(NotFound):
-    openai_code = "model_not_found"
-
     def __init__(self, model: str) -> None:
         # Ollama's own wording, which clients match on.
         super().__init__(f'model "{model}" not found, try pulling it first')
@@ -91,7 +91,6 @@ class RateLimited(CorralError):
 
 class Unavailable(CorralError):
     status = 503
-    openai_type = "server_error"
 
 
 class QueueFull(Unavailable):
@@ -108,9 +107,7 @@ class NoHealthyBackend(Unavailable):
 
 class UpstreamError(CorralError):
     status = 502
-    openai_type = "server_error"
 
 
 class UpstreamTimeout(CorralError):
     status = 504
-    openai_type = "server_error"

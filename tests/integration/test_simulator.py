@@ -298,7 +298,7 @@ async def test_openai_tool_calls(oai: openai.AsyncOpenAI) -> None:
     )
     call = (done.choices[0].message.tool_calls or [])[0]
     assert done.choices[0].finish_reason == "tool_calls"
-    assert call.function.name == "get_weather"
+    assert call.type == "function" and call.function.name == "get_weather"
     assert json.loads(call.function.arguments) == {"city": "Paris"}
 
 

@@ -69,7 +69,15 @@ NO_STREAM_FAULTS = StreamFaults()
 
 @dataclass(slots=True)
 class Faults:
-    """The fault switches of one simulator. See the module docstring for how to set them."""
+    """The fault switches of one simulator.
+
+    Example::
+
+        faults = Faults()
+        faults.error_after_chunks = 2    # streams send two chunks, then {"error": ...}
+        faults.update({"scope": "all", "status_500": True})   # every path answers 500
+        faults.reset()
+    """
 
     hang: bool = False
     busy: bool = False

@@ -88,7 +88,17 @@ def _check(name: str, value: float, *, positive: bool = False) -> float:
 
 
 class Simulator:
-    """A simulated Ollama server. See the module docstring for an example."""
+    """A simulated Ollama server on a real port.
+
+    Example::
+
+        sim = Simulator(["llama3.2"], tokens_per_second=100, first_token_delay=0.05)
+        await sim.start("127.0.0.1", 0)
+        sim.url                      # "http://127.0.0.1:<port>"
+        sim.faults.hang = True       # model requests now never get an answer
+        await sim.stats.wait_cancelled(timeout=1.0)
+        await sim.aclose()
+    """
 
     def __init__(
         self,

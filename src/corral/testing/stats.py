@@ -56,7 +56,15 @@ class GenerationRecord:
 
 
 class SimStats:
-    """Counters and a bounded history of generations, with waits tests can await."""
+    """Counters and a bounded history of generations, with waits tests can await.
+
+    Example::
+
+        stats = SimStats()
+        record = stats.begin("/api/chat", "llama3.2", now=loop.time(), stream=True)
+        stats.finish(record, Outcome.CANCELLED, now=loop.time())
+        await stats.wait_cancelled(timeout=1.0)     # returns ``record``
+    """
 
     def __init__(self, history: int = 10_000) -> None:
         self.requests: Counter[str] = Counter()

@@ -83,9 +83,9 @@ def _respond(
 
     async def lines() -> AsyncIterator[bytes]:
         for step in steps:
-            yield orjson.dumps(step) + b"\n"
             if step["status"] == install_at:
                 install()
+            yield orjson.dumps(step) + b"\n"
         yield b'{"status":"success"}\n'
 
     return StreamResponse(200, lines(), list(NDJSON_HEADERS))
