@@ -19,6 +19,7 @@ from corral.backends.backend import Backend, BackendSpec
 from corral.backends.breaker import CircuitBreaker
 from corral.backends.fleet import Fleet
 from corral.backends.health import HealthChecker
+from corral.http.admin import AdminRoutes
 from corral.http.cors import CorsPolicy
 from corral.http.errors import render_plain
 from corral.http.ops import OpsRoutes
@@ -58,11 +59,13 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         queue_size=settings.queue_size,
         max_queue_wait=settings.max_queue_wait,
     )
+    fleet = Fleet(backends, checker)
     return Services(
         settings=settings,
         backends=backends,
-        fleet=Fleet(backends, checker),
+        fleet=fleet,
         router=router,
+        admin=AdminRoutes(fleet, router, settings.admin_token),
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
         access_log=access_log or AccessLog(),

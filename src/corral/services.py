@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from corral.backends.backend import Backend
 from corral.backends.fleet import Fleet
+from corral.http.admin import AdminRoutes
 from corral.http.cors import CorsPolicy
 from corral.http.ops import OpsRoutes
 from corral.observability.logs import AccessLog
@@ -22,3 +23,4 @@ class Services:
     cors: CorsPolicy
     ops: OpsRoutes
     access_log: AccessLog
+    admin: AdminRoutes

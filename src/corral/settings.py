@@ -35,6 +35,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -221,6 +222,8 @@ class Settings(Section):
     """Seconds a cold model is assumed to take to load, until corral has seen it load."""
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     """Browser origins allowed to call corral; * is a wildcard, "*" alone allows any."""
+    admin_token: SecretStr | None = None
+    """Token for the admin API (/admin/*); unset: the admin API is open to loopback only."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """debug, info, warning or error."""
     data_dir: Path = Path("./data")

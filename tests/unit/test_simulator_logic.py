@@ -571,3 +571,22 @@ async def test_streamed_chat_in_process_is_ndjson() -> None:
     assert (b"Content-Type", b"application/x-ndjson") in response.headers
     lines = [orjson.loads(c) for c in await _collect(response)]
     assert lines[-1]["done"] and lines[-1]["eval_count"] == 24
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "error"),
+    [
+        ("/api/embed", {"model": "ghost", "input": "x"}, "model 'ghost' not found"),
+        ("/api/embeddings", {"model": "ghost", "prompt": "x"}, 'model "ghost" not found, try '),
+        ("/api/show", {"model": "ghost"}, "model 'ghost' not found"),
+        ("/api/delete", {"model": "ghost"}, "model 'ghost' not found"),
+        ("/api/copy", {"source": "ghost", "destination": "x"}, 'model "ghost" not found'),
+    ],
+)
+async def test_missing_models_are_worded_per_endpoint_as_ollama_does(
+    path: str, body: dict[str, str], error: str
+) -> None:
+    method = "DELETE" if path == "/api/delete" else "POST"
+    response = await Simulator().handle(_request(path, body, method=method))
+    assert response.status == 404
+    assert orjson.loads(response.body)["error"].startswith(error)

@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from corral.backends.models import keep_alive_seconds, normalize_model
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
     UpstreamReadTimeout,
     UpstreamResponse,
 )
-from corral.backends.models import keep_alive_seconds, normalize_model
 from corral.context import Call
 from corral.errors import (
     BadRequest,
@@ -123,6 +123,8 @@ class Gateway:
                 response = self.services.cors.preflight(request)
             elif endpoint.kind == "local":
                 response = await self.services.ops.answer(endpoint, request)
+            elif endpoint.kind == "admin":
+                response = await self.services.admin.answer(request)
             else:
                 call = self._parse(endpoint, request)
                 state["model"] = call.model
@@ -186,7 +188,6 @@ class Gateway:
 
     async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:
         services = self.services
-        router = services.router
         state = request.state
         target = request.path.encode("latin-1")
         if request.query:

@@ -18,7 +18,7 @@ from typing import Literal
 from corral.context import Surface
 from corral.errors import MethodNotAllowed, NotFound
 
-Kind = Literal["model", "any", "local"]
+Kind = Literal["model", "any", "local", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,7 @@ _ENDPOINTS = [
 _PREFIXES = [
     ("/api/blobs/", _ep("/api/blobs/{digest}", "ollama", "HEAD POST", "any")),
     ("/v1/models/", _ep("/v1/models/{model}", "openai", "GET HEAD", "any")),
+    ("/admin/", _ep("/admin/*", "ops", "GET HEAD POST PUT PATCH DELETE", "admin")),
 ]
 
 EXACT: dict[str, Endpoint] = {e.name: e for e in _ENDPOINTS}

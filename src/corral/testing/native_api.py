@@ -22,6 +22,7 @@ from corral.testing.models import ModelInfo
 from corral.testing.ndjson import ChatEncoder, GenerateEncoder, chat_result, generate_result
 from corral.testing.payload import (
     BadRequest,
+    NotFound,
     get_bool,
     get_dict,
     get_int,
@@ -217,7 +218,10 @@ async def embed_vectors(
     """Vectors for ``inputs``, their token count and timings: the work behind every embed API."""
     info = state.catalogue.get(model)
     if info is None:
-        raise model_not_found(model)
+        if request.path == "/api/embeddings":
+            raise model_not_found(model)
+        # Ollama's /api/embed (behind /v1/embeddings too) words it like /api/show.
+        raise NotFound(f"model '{model}' not found")
     size = info.embed_dim
     if dimensions is not None:
         if not 0 < dimensions <= size:
