@@ -35,12 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import httptools
-import psutil
 import uvloop
 
 from bench.stats import percentile
+from bench.watch import CpuSnapshot, Watch
 
-MiB = 1024 * 1024
 # Connections opened at once: a listener's accept backlog can be small (asyncio's default is 100),
 # and an overflowing backlog turns into one-second SYN retries.
 CONNECT_CONCURRENCY = 64
@@ -143,45 +142,6 @@ async def open_connections(
     return list(await asyncio.gather(*(one() for _ in range(count))))
 
 
-# ---- watching other processes ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CpuSnapshot:
-    at: float
-    seconds: dict[str, float]
-
-
-class Watch:
-    """CPU time and RSS of named processes (``corral``, ``simulator``) and of this one."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
-        self.processes["loadgen"] = psutil.Process()
-
-    def cpu(self) -> CpuSnapshot:
-        seconds = {}
-        for name, process in self.processes.items():
-            times = process.cpu_times()
-            seconds[name] = times.user + times.system
-        return CpuSnapshot(time.perf_counter(), seconds)
-
-    def rss_mb(self, name: str) -> float | None:
-        process = self.processes.get(name)
-        return None if process is None else process.memory_info().rss / MiB
-
-    @staticmethod
-    def percent(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float]:
-        """CPU use over the window, in % of one core."""
-        wall = end.at - start.at
-        if wall <= 0:
-            return {}
-        return {
-            name: round(100 * (end.seconds[name] - start.seconds[name]) / wall, 2)
-            for name in start.seconds
-        }
-
-
 # ---- N streams over a ramp -------------------------------------------------------------------
 
 
@@ -203,7 +163,7 @@ class StreamRun:
 
     def __init__(self, spec: StreamSpec) -> None:
         self.spec = spec
-        self.watch = Watch(spec.watch)
+        self.watch = Watch(spec.watch, include_self="loadgen")
         self.request = build_request(spec.host, spec.port, spec.path, spec.body)
         self.exchanges: list[Exchange] = []
         self.streaming = 0
@@ -338,7 +298,7 @@ class LoopRun:
 
     def __init__(self, spec: LoopSpec) -> None:
         self.spec = spec
-        self.watch = Watch(spec.watch)
+        self.watch = Watch(spec.watch, include_self="loadgen")
         self.request = build_request(spec.host, spec.port, spec.path, spec.body)
         self.exchanges: list[Exchange] = []
         self.stopping = False

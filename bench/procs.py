@@ -17,8 +17,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import http.client
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +38,8 @@ MODEL = "llama3.2"
 READY_TIMEOUT = 30.0
 READY_POLL_INTERVAL = 0.05
 STOP_TIMEOUT = 15.0
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
 
 class ServiceFailed(RuntimeError):
@@ -74,15 +79,17 @@ def pin_self(cpus: frozenset[int] | None) -> None:
         os.sched_setaffinity(0, cpus)
 
 
-def _pin_child(cpus: frozenset[int] | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that moves the child to ``cpus`` before exec, so all its threads are."""
-    if cpus is None:
-        return None
+def _child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
+    """A ``preexec_fn``: the child dies with this process (a benchmark killed by a timeout must
+    not leave a corral behind) and runs on ``cpus`` from before exec, so all its threads do."""
 
-    def pin() -> None:
-        os.sched_setaffinity(0, cpus)
+    def setup() -> None:
+        if _libc is not None:
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
 
-    return pin
+    return setup
 
 
 def free_port() -> int:
@@ -184,7 +191,7 @@ def launch(name: str, argv: Sequence[str], port: int, cpus: frozenset[int] | Non
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
-            preexec_fn=_pin_child(cpus),
+            preexec_fn=_child_setup(cpus),
         )
     return Service(name, process, port, Path(log_file.name))
 
@@ -226,7 +233,7 @@ def run_tool(
             timeout=timeout,
             cwd=REPO_ROOT,
             check=False,
-            preexec_fn=_pin_child(cpus),
+            preexec_fn=_child_setup(cpus),
         )
     except subprocess.TimeoutExpired as err:
         raise ServiceFailed(f"{name} did not finish within {timeout:g}s") from err

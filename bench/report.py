@@ -20,6 +20,9 @@ from typing import Any, Literal
 Compare = Literal["ratio", "added", "absolute"]
 TIMES = "\u00d7"
 MINUS = "\u2212"
+MICRO = "\u00b5"
+# Rounds whose largest figure is this many times their smallest disagree: the machine was busy.
+SPREAD = 2.0
 
 
 @dataclass(slots=True)
@@ -33,6 +36,20 @@ class Row:
     """corral / direct for ``ratio``, corral - direct for ``added``."""
     target: str = ""
     passed: bool | None = None
+    direct_rounds: list[float] = field(default_factory=list)
+    corral_rounds: list[float] = field(default_factory=list)
+
+    def spread_note(self) -> str | None:
+        """A warning when this row's rounds disagree by more than ``SPREAD`` times."""
+        parts = []
+        for label, rounds in (("direct", self.direct_rounds), ("corral", self.corral_rounds)):
+            finite = [v for v in rounds if math.isfinite(v)]
+            if len(finite) >= 2 and min(finite) > 0 and max(finite) / min(finite) > SPREAD:
+                low, high = _number(min(finite), self.unit), _number(max(finite), self.unit)
+                parts.append(f"{label} {low} to {high}")
+        if not parts:
+            return None
+        return f"{self.metric}: rounds disagree ({'; '.join(parts)}); the machine was busy"
 
 
 @dataclass(slots=True)
@@ -79,6 +96,8 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:.1f}%"
     if unit == "MB":
         return f"{value:.1f} MB"
+    if unit == "us":
+        return f"{value:.1f} {MICRO}s"
     return f"{value:g} {unit}"
 
 
@@ -121,6 +140,8 @@ def render_markdown(report: Report) -> str:
     )
     for scenario in report.scenarios:
         lines += [f"({scenario.key}) {note}" for note in scenario.notes]
+        spread = (row.spread_note() for row in scenario.rows)
+        lines += [note for note in spread if note is not None]
     problems = report.problems
     if problems:
         lines += ["", "Problems under load:"]

@@ -1,187 +1,50 @@
-"""The four scenarios. Each starts its own simulator and corral, primes both paths, measures the
-direct connection and the path through corral in alternating rounds (direct, corral, direct,
-corral...), and turns the medians into report rows.
+"""The four scenarios of the benchmark, each from its own simulator and corral to report rows.
 
-A ratio or an added latency is the median of the per-round pairs: a pair is measured seconds
-apart, so a noisy neighbour slows both of its halves and cancels out.
+See ``bench/__main__.py`` for what each one measures and why.
 """
 
 from __future__ import annotations
 
-import http.client
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-from bench.procs import (
-    MODEL,
-    Pinning,
-    Service,
-    ServiceFailed,
-    run_tool,
-    start_corral,
-    start_simulator,
+from bench.procs import Service, ServiceFailed
+from bench.profiles import UNPACED
+from bench.report import MICRO, TIMES, ScenarioResult
+from bench.rounds import (
+    Bench,
+    Run,
+    Runs,
+    alternate,
+    busy_core_notes,
+    chat_body,
+    compare,
+    corral_median,
+    corral_only,
+    figure,
+    loadgen,
+    problems_in,
+    stack,
+    watching,
 )
-from bench.profiles import UNPACED, Profile
-from bench.report import TIMES, Compare, Row, ScenarioResult
-from bench.stats import median
+from bench.watch import Watch
 from bench.wrk import WrkFailed, run_wrk
-
-Run = dict[str, Any]
-Runs = dict[str, list[Run]]
 
 CPU_TARGET = 35.0
 NGINX_CPU = 22.0
 RSS_TARGET_MB = 60.0
-# Above this the core shared by simulator and load generator was nearly full: the load side may
-# have held the run back, and the figures say less about corral.
-BUSY_CORE = 90.0
-PRIME_TIMEOUT = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class Bench:
-    profile: Profile
-    pinning: Pinning
-    use_wrk: bool
-
-
-def chat_body(num_predict: int, *, stream: bool) -> str:
-    return json.dumps(
-        {
-            "model": MODEL,
-            "messages": [{"role": "user", "content": "hi"}],
-            "stream": stream,
-            "options": {"num_predict": num_predict},
-        },
-        separators=(",", ":"),
-    )
-
-
-@contextmanager
-def stack(
-    bench: Bench, tokens_per_second: float, first_token_ms: float
-) -> Iterator[tuple[Service, Service]]:
-    """A simulator and a corral in front of it, both primed; stopped on the way out."""
-    sim = start_simulator(tokens_per_second, first_token_ms, bench.pinning.load)
-    try:
-        corral = start_corral(sim.url, bench.pinning.corral)
-        try:
-            for service in (sim, corral):
-                prime(service)
-            yield sim, corral
-        finally:
-            corral.stop()
-    finally:
-        sim.stop()
-
-
-def prime(service: Service) -> None:
-    """One short answer of each kind, so the first measured request finds everything warm."""
-    for stream in (False, True):
-        conn = http.client.HTTPConnection("127.0.0.1", service.port, timeout=PRIME_TIMEOUT)
-        try:
-            conn.request(
-                "POST", "/api/chat", chat_body(1, stream=stream),
-                {"Content-Type": "application/json"},
-            )  # fmt: skip
-            response = conn.getresponse()
-            response.read()
-        except (OSError, http.client.HTTPException) as err:
-            raise ServiceFailed(f"priming {service.name} failed: {err}") from err
-        finally:
-            conn.close()
-        if response.status != 200:
-            raise ServiceFailed(f"priming {service.name}: status {response.status}")
-
-
-def loadgen(bench: Bench, args: list[str], timeout: float) -> Run:
-    argv = [sys.executable, "-m", "bench.loadgen", *args]
-    done = run_tool("the load generator", argv, bench.pinning.load, timeout)
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
-        raise ServiceFailed(f"the load generator failed (exit {done.returncode}): {tail}")
-    result: Run = json.loads(lines[-1])
-    return result
-
-
-def watching(*services: Service) -> list[str]:
-    args = []
-    for service in services:
-        args += ["--watch", f"{service.name}={service.pid}"]
-    return args
-
-
-def alternate(
-    bench: Bench, sim: Service, corral: Service, measure: Callable[[Service], Run]
-) -> Runs:
-    runs: Runs = {"direct": [], "corral": []}
-    for _ in range(bench.profile.rounds):
-        for label, target in (("direct", sim), ("corral", corral)):
-            runs[label].append(measure(target))
-            sim.check_alive()
-            corral.check_alive()
-    return runs
-
-
-def figure(key: str, percentile: str) -> Callable[[Run], float | None]:
-    """Reads ``run[key][percentile]``, e.g. the p99 of ``ttft_ms``."""
+def cpu_per_unit(rate_key: str) -> Callable[[Run], float | None]:
+    """corral's CPU time per request or chunk, in microseconds: busy fraction / rate."""
 
     def read(run: Run) -> float | None:
-        value: float | None = run[key][percentile]
-        return value
+        cpu = run.get("cpu_percent", {}).get("corral")
+        rate = run.get(rate_key)
+        if cpu is None or not rate:
+            return None
+        return float(cpu) / 100 / float(rate) * 1e6
 
     return read
-
-
-def paired(
-    runs: Runs, value: Callable[[Run], float | None], compare: Compare
-) -> tuple[float, float, float]:
-    """Median direct, median corral, and the median per-round ratio or difference."""
-
-    def get(run: Run) -> float:
-        found = value(run)
-        return float("nan") if found is None else float(found)
-
-    direct = [get(r) for r in runs["direct"]]
-    corral = [get(r) for r in runs["corral"]]
-    if compare == "ratio":
-        changes = [c / d if d else float("nan") for d, c in zip(direct, corral, strict=True)]
-    else:
-        changes = [c - d for d, c in zip(direct, corral, strict=True)]
-    return median(direct), median(corral), median(changes)
-
-
-def problems_in(runs: Runs) -> list[str]:
-    """Answers outside 2xx and broken streams, per path and round."""
-    found = []
-    for label, results in runs.items():
-        for index, run in enumerate(results, 1):
-            where = f"{label}, round {index}"
-            for code, count in run.get("statuses", {}).items():
-                if not code.startswith("2"):
-                    found.append(f"{where}: {count} answers with status {code}")
-            for reason, count in run.get("broken", {}).items():
-                found.append(f"{where}: {reason} ({count} times)")
-    return found
-
-
-def busy_core_notes(runs: Runs) -> list[str]:
-    notes = []
-    for label, results in runs.items():
-        for index, run in enumerate(results, 1):
-            cpu = run.get("cpu_percent", {})
-            load_side = cpu.get("loadgen", 0.0) + cpu.get("simulator", 0.0)
-            if load_side > BUSY_CORE:
-                notes.append(
-                    f"{label}, round {index}: simulator + load generator used {load_side:.0f}%"
-                    " of their core; the load side may have held this run back"
-                )
-    return notes
 
 
 # ---- (a) ---------------------------------------------------------------------------------------
@@ -197,27 +60,37 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
         "client": "wrk" if bench.use_wrk else "bench.loadgen loop",
     }  # fmt: skip
 
-    def measure(target: Service) -> Run:
-        if bench.use_wrk:
-            return run_wrk(
+    with stack(bench, UNPACED, 0) as (sim, corral):
+
+        def measure(target: Service) -> Run:
+            if not bench.use_wrk:
+                args = [
+                    "loop", "--port", str(target.port), "--body", body,
+                    "--connections", str(p.a_connections), "--warmup", "0.5",
+                    "--duration", str(p.a_duration), *watching(sim, corral),
+                ]  # fmt: skip
+                return loadgen(bench, args, timeout=p.a_duration + 60)
+            watch = Watch({"simulator": sim.pid, "corral": corral.pid})
+            before = watch.cpu()
+            run = run_wrk(
                 target.port, body, connections=p.a_connections, duration=p.a_duration,
                 cpus=bench.pinning.load,
             )  # fmt: skip
-        args = [
-            "loop", "--port", str(target.port), "--body", body,
-            "--connections", str(p.a_connections), "--warmup", "0.5",
-            "--duration", str(p.a_duration),
-        ]  # fmt: skip
-        return loadgen(bench, args, timeout=p.a_duration + 60)
+            run["cpu_percent"] = Watch.percent(before, watch.cpu())
+            return run
 
-    with stack(bench, UNPACED, 0) as (sim, corral):
         result.runs = alternate(bench, sim, corral, measure)
-    direct, through, ratio = paired(result.runs, lambda r: r["responses_per_s"], "ratio")
-    reference = f"nginx {TIMES}0.71 (ref.)"
-    result.rows.append(
-        Row(f"(a) {result.title}", "req/s", direct, through, "ratio", ratio, reference)
-    )
-    result.problems = problems_in(result.runs)
+
+    runs = result.runs
+    result.rows += [
+        compare(runs, figure("responses_per_s"), "ratio", f"(a) req/s, {result.title}", "req/s",
+                target=f"nginx {TIMES}0.71 (ref.)"),
+        corral_only(runs, cpu_per_unit("responses_per_s"),
+                    "(a) corral CPU time per request", "us"),
+    ]  # fmt: skip
+    cpu = corral_median(runs, figure("cpu_percent", "corral"))
+    result.notes.append(f"corral used {cpu:.0f}% of its core during (a)")
+    result.problems = problems_in(runs)
     return result
 
 
@@ -248,29 +121,26 @@ def concurrent_streams(bench: Bench) -> ScenarioResult:
         result.runs = alternate(bench, sim, corral, measure)
 
     runs = result.runs
-    for label, key, percentile in (
-        ("added TTFT", "ttft_ms", "p50"),
-        ("added TTFT", "ttft_ms", "p99"),
-        ("added inter-chunk gap", "gap_ms", "p50"),
-        ("added inter-chunk gap", "gap_ms", "p99"),
-    ):
-        direct, through, added = paired(runs, figure(key, percentile), "added")
-        reference = "nginx +0.09 ms (ref.)" if (key, percentile) == ("ttft_ms", "p99") else ""
-        result.rows.append(
-            Row(f"(b) {label} {percentile}, {title}", "ms", direct, through, "added", added,
-                reference)
-        )  # fmt: skip
-    cpu = median([r["cpu_percent"].get("corral", float("nan")) for r in runs["corral"]])
-    result.rows.append(
-        Row(f"(b) corral CPU, % of one core, {p.b_streams} streams", "%", None, cpu, "absolute",
-            target=f"< {CPU_TARGET:g}% (nginx {NGINX_CPU:g}%)", passed=cpu < CPU_TARGET)
-    )  # fmt: skip
+    for label, key in (("TTFT", "ttft_ms"), ("inter-chunk gap", "gap_ms")):
+        for percentile in ("p50", "p99"):
+            reference = "nginx +0.09 ms (ref.)" if (key, percentile) == ("ttft_ms", "p99") else ""
+            metric = f"(b) added {label} {percentile}, {title}"
+            result.rows.append(
+                compare(runs, figure(key, percentile), "added", metric, "ms", reference)
+            )
+    cpu = corral_only(
+        runs, figure("cpu_percent", "corral"), f"(b) corral CPU, {p.b_streams} streams", "%"
+    )
+    cpu.target = f"< {CPU_TARGET:g}% (nginx {NGINX_CPU:g}%)"
+    cpu.passed = cpu.corral is not None and cpu.corral < CPU_TARGET
+    result.rows.append(cpu)
     chunk_rate = p.b_streams * p.b_tokens_per_second
     result.notes.append(
-        f"streams start evenly over {p.b_ramp:g} s; simulator at {p.b_tokens_per_second:g}"
-        f" tokens/s per stream ({chunk_rate:,.0f} chunks/s at full concurrency)"
+        f"streams start evenly over {p.b_ramp:g} s; the simulator sends"
+        f" {p.b_tokens_per_second:g} tokens/s per stream ({chunk_rate:,.0f} chunks/s with all"
+        " streaming); CPU is % of one core while all streams run at once"
     )
-    if not all(r.get("cpu_window_all_streaming") for r in runs["corral"]):
+    if not all(run.get("cpu_window_all_streaming") for run in runs["corral"]):
         result.notes.append(
             "corral CPU measured over the whole run: the streams never all ran at once"
         )
@@ -304,13 +174,22 @@ def chunk_throughput(bench: Bench) -> ScenarioResult:
 
         result.runs = alternate(bench, sim, corral, measure)
 
-    direct, through, ratio = paired(result.runs, lambda r: r["lines_per_s"], "ratio")
-    result.rows.append(Row(f"(c) {title}", "chunks/s", direct, through, "ratio", ratio))
-    cpu = median([r["cpu_percent"].get("corral", float("nan")) for r in result.runs["corral"]])
-    result.notes.append(
-        f"corral used {cpu:.0f}% of its core while relaying (near 100%: corral is the bottleneck)"
+    runs = result.runs
+    per_chunk = corral_only(
+        runs, cpu_per_unit("lines_per_s"), "(c) corral CPU time per chunk", "us"
     )
-    result.problems = problems_in(result.runs)
+    result.rows += [
+        compare(runs, figure("lines_per_s"), "ratio", f"(c) {title}", "chunks/s"),
+        per_chunk,
+    ]
+    cpu = corral_median(runs, figure("cpu_percent", "corral"))
+    capacity = 1e6 / per_chunk.corral if per_chunk.corral else float("nan")
+    result.notes.append(
+        f"corral used {cpu:.0f}% of its core; at {per_chunk.corral:.1f} {MICRO}s a chunk one"
+        f" core relays about {capacity:,.0f} chunks/s. Below 100%, the simulator and load"
+        " generator (one core between them) set the pace rather than corral"
+    )
+    result.problems = problems_in(runs)
     return result
 
 
@@ -338,19 +217,18 @@ def open_stream_memory(bench: Bench) -> ScenarioResult:
         ]  # fmt: skip
         run = loadgen(bench, args, timeout=timeout + p.d_hold + 30)
         corral.check_alive()
-    result.runs = {"corral": [run]}
-    idle, peak = run.get("rss_idle_mb"), run.get("rss_open_mb")
-    result.rows += [
-        Row("(d) corral RSS, idle (before the streams)", "MB", None, idle, "absolute"),
-        Row(f"(d) {title}", "MB", None, peak, "absolute", target=f"< {RSS_TARGET_MB:g} MB",
-            passed=peak is not None and peak < RSS_TARGET_MB),
-    ]  # fmt: skip
-    if run.get("streams_open", 0) < p.d_streams:
+    runs: Runs = {"corral": [run]}
+    result.runs = runs
+    peak = corral_only(runs, figure("rss_open_mb"), f"(d) {title}", "MB")
+    peak.target = f"< {RSS_TARGET_MB:g} MB"
+    peak.passed = peak.corral is not None and peak.corral < RSS_TARGET_MB
+    result.rows += [corral_only(runs, figure("rss_idle_mb"), "(d) corral RSS, idle", "MB"), peak]
+    open_streams = run.get("streams_open", 0)
+    if open_streams < p.d_streams:
         result.problems.append(
-            f"only {run.get('streams_open', 0)} of {p.d_streams} streams were open while RSS"
-            " was sampled"
+            f"only {open_streams} of {p.d_streams} streams were open while RSS was sampled"
         )
-    result.problems += problems_in(result.runs)
+    result.problems += problems_in(runs)
     return result
 
 

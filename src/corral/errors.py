@@ -63,9 +63,16 @@ class NotFound(CorralError):
 
 
 class ModelNotFound(NotFound):
-    def __init__(self, model: str) -> None:
-        # Ollama's own wording, which clients match on.
-        super().__init__(f'model "{model}" not found, try pulling it first')
+    # Ollama's own wording, which clients match on. It differs by endpoint: generation says
+    # what to do, the model-management and embed endpoints only what is missing.
+    _TERSE = frozenset({"/api/show", "/api/delete", "/api/embed", "/v1/embeddings", "/api/push"})
+
+    def __init__(self, model: str, endpoint: str = "/api/generate") -> None:
+        if endpoint in self._TERSE:
+            message = f"model '{model}' not found"
+        else:
+            message = f'model "{model}" not found, try pulling it first'
+        super().__init__(message)
         self.model = model
 
 

@@ -105,9 +105,7 @@ FIDELITY_CASES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/embeddings", {"model": "nomic-embed-text", "input": "the sky"}),
     ("GET", "/v1/models", None),
     ("GET", "/v1/models/llama3.2", None),
-    ("POST", "/api/chat", {**CHAT, "model": "no-such-model"}),
     ("POST", "/api/chat", {"model": "llama3.2", "messages": "not a list"}),
-    ("POST", "/api/show", {"model": "no-such-model"}),
     ("POST", "/v1/chat/completions", {"model": "llama3.2", "messages": []}),
     ("GET", "/v1/models/no-such-model", None),
     ("POST", "/api/copy", {"source": "no-such-model", "destination": "x"}),
@@ -139,6 +137,37 @@ async def test_answers_match_the_simulator(
         return
     want = normalise(parse_body(content_type, expected.content))
     assert normalise(parse_body(content_type, got.content)) == want
+
+
+WRONG_WORDING = pytest.mark.xfail(
+    reason="corral answers a model no backend has with the chat wording "
+    "'model \"x\" not found, try pulling it first' on every route, where Ollama's "
+    "/api/show, /api/embed and /v1/embeddings say \"model 'x' not found\"",
+    strict=True,
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "payload"),
+    [
+        ("/api/chat", CHAT),
+        ("/api/generate", {"prompt": "hi"}),
+        ("/api/embeddings", {"prompt": "hi"}),
+        ("/v1/chat/completions", CHAT),
+        ("/v1/completions", {"prompt": "hi"}),
+        pytest.param("/api/show", {}, marks=WRONG_WORDING),
+        pytest.param("/api/embed", {"input": "hi"}, marks=WRONG_WORDING),
+        pytest.param("/v1/embeddings", {"input": "hi"}, marks=WRONG_WORDING),
+    ],
+)
+async def test_unknown_model_is_answered_in_ollamas_words(
+    gw: Gateway, path: str, payload: dict[str, Any]
+) -> None:
+    body = {**payload, "model": "no-such-model"}
+    expected = await gw.client.post(gw.sim.url + path, json=body)
+    got = await gw.client.post(gw.url + path, json=body)
+    assert got.status_code == expected.status_code == 404
+    assert got.json() == expected.json()
 
 
 async def test_identical_answers_are_identical_bytes(gw: Gateway) -> None:

@@ -8,6 +8,7 @@ one of them behind corral, so both sides start from the same catalogue.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ import ollama
 import orjson
 import pytest
 
+from corral.http.messages import Request, Response
 from corral.testing.simulator import Simulator
 from tests.harness import running_corral
 from tests.integration.conftest import StartSim
@@ -237,6 +239,46 @@ async def test_copy_then_delete(twins: Pair) -> None:
     assert normalise(listed) == normalise(await twins.direct.list())
 
 
+class SlowTagsSimulator(Simulator):
+    """A simulator whose ``/api/tags`` takes ``tags_delay`` seconds, like a busy Ollama."""
+
+    tags_delay = 0.0
+
+    async def handle(self, request: Request) -> Response:
+        if request.path == "/api/tags" and self.tags_delay:
+            await asyncio.sleep(self.tags_delay)
+        return await super().handle(request)
+
+
+@pytest.mark.xfail(
+    reason="a model pulled or copied through corral is answered 404 'not found, try pulling "
+    "it first' by corral itself until its background /api/tags refresh has finished",
+    strict=True,
+)
+@pytest.mark.parametrize("change", ["pull", "copy"])
+async def test_a_model_added_through_corral_is_usable_at_once(change: str) -> None:
+    sim = SlowTagsSimulator(tokens_per_second=2000.0, first_token_delay=0.0)
+    await sim.start("127.0.0.1", 0)
+    try:
+        async with running_corral([sim.url]) as (app, _):
+            client = ollama.AsyncClient(host=app.url, timeout=TIMEOUT)
+            try:
+                sim.tags_delay = 0.5
+                if change == "pull":
+                    name = "mistral"
+                    assert (await client.pull(name)).status == "success"
+                else:
+                    name = "my-llama"
+                    assert (await client.copy(CHAT_MODEL, name)).status == "success"
+                reply = await client.chat(name, messages=MESSAGES)
+                assert reply.done is True
+                assert reply.model == name
+            finally:
+                await client.close()
+    finally:
+        await sim.aclose()
+
+
 # ---- errors -----------------------------------------------------------------------------------
 
 
@@ -246,9 +288,25 @@ async def raised(call: Any) -> ollama.ResponseError:
     return info.value
 
 
+WRONG_WORDING = pytest.mark.xfail(
+    reason="corral's own 404 for a model no backend has uses the chat wording on /api/show "
+    "and /api/embed, where Ollama says \"model 'x' not found\"",
+    strict=True,
+)
+
+
 @pytest.mark.parametrize(
     "operation",
-    ["chat", "chat_stream", "generate", "embed", "show", "delete", "copy"],
+    [
+        "chat",
+        "chat_stream",
+        "generate",
+        "embeddings",
+        pytest.param("embed", marks=WRONG_WORDING),
+        pytest.param("show", marks=WRONG_WORDING),
+        "delete",
+        "copy",
+    ],
 )
 async def test_errors_surface_as_the_same_response_error(pair: Pair, operation: str) -> None:
     async def attempt(client: ollama.AsyncClient) -> ollama.ResponseError:
@@ -260,7 +318,9 @@ async def test_errors_surface_as_the_same_response_error(pair: Pair, operation: 
         if operation == "generate":
             return await raised(client.generate("no-such-model", "hi"))
         if operation == "embed":
-            return await raised(client.embed(CHAT_MODEL + "-missing", "hi"))
+            return await raised(client.embed("no-such-model", "hi"))
+        if operation == "embeddings":
+            return await raised(client.embeddings("no-such-model", "hi"))
         if operation == "show":
             return await raised(client.show("no-such-model"))
         if operation == "delete":

@@ -163,13 +163,15 @@ class Backend:
 
     def learn(
         self, model: str, final_chunk: bytes, num_ctx: int | None, keep_alive: float
-    ) -> None:
+    ) -> float | None:
         """A generation or embedding finished here: the model is now loaded, and if Ollama had
-        to load it, ``load_duration`` says how long that took."""
+        to load it, ``load_duration`` says how long that took (returned, in seconds)."""
+        load = load_duration_seconds(final_chunk)
         if keep_alive == 0:
             self.loaded.pop(model, None)
-            return
-        self.saw_model_loaded(model, load_duration_seconds(final_chunk), num_ctx, keep_alive)
+        else:
+            self.saw_model_loaded(model, load, num_ctx, keep_alive)
+        return load
 
     def saw_model_loaded(
         self, model: str, load_seconds: float | None, num_ctx: int | None, keep_alive: float

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from corral import __version__
+from corral.cli.backends import backends
 from corral.settings import BackendSettings, Settings, SettingsError, load_settings
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -35,6 +36,9 @@ PROBE_TIMEOUT = 1.0
 @click.version_option(__version__, prog_name="corral")
 def main() -> None:
     """corral: one front door for a fleet of Ollama servers."""
+
+
+main.add_command(backends)
 
 
 def settings_options(command: Command) -> Command:

@@ -120,7 +120,9 @@ class Gateway:
             surface = endpoint.surface
             state["route"] = endpoint.name
             if request.method == "OPTIONS":
+                # The preflight answer carries its own CORS headers: only the id is added.
                 response = self.services.cors.preflight(request)
+                extra = extra[:1]
             elif endpoint.kind == "local":
                 response = await self.services.ops.answer(endpoint, request)
             elif endpoint.kind == "admin":
@@ -196,7 +198,7 @@ class Gateway:
         headers = self._upstream_headers(request, state["request_id"])
         tried: set[Backend] = set()
         failure: CorralError | None = None
-        busy: tuple[UpstreamResponse, Lease] | None = None
+        busy: tuple[UpstreamResponse, Lease, float] | None = None
         for attempt in range(services.settings.max_failover_tries):
             try:
                 lease = await self._acquire(call, frozenset(tried))
@@ -208,6 +210,7 @@ class Gateway:
             tried.add(backend)
             if lease.queued_for:
                 state["queue_ms"] = round(lease.queued_for * 1000, 3)
+            sent_at = time.perf_counter()
             try:
                 upstream = await backend.pool.request(
                     method, target, headers, call.body, request.body_stream
@@ -239,14 +242,14 @@ class Gateway:
                 if busy is not None:
                     busy[0].close()
                     busy[1].release()
-                busy = (upstream, lease)
+                busy = (upstream, lease, sent_at)
                 continue
             if busy is not None:
                 busy[0].close()
                 busy[1].release()
-            return self._relay(upstream, lease, call, request, extra)
+            return self._relay(upstream, lease, sent_at, call, request, extra)
         if busy is not None:
-            return self._relay(busy[0], busy[1], call, request, extra)
+            return self._relay(busy[0], busy[1], busy[2], call, request, extra)
         assert failure is not None
         raise failure
 
@@ -264,6 +267,7 @@ class Gateway:
         self,
         upstream: UpstreamResponse,
         lease: Lease,
+        sent_at: float,
         call: Call,
         request: Request,
         extra: HeaderList,
@@ -272,7 +276,6 @@ class Gateway:
         state["backend"] = lease.backend.name
 
         backend = lease.backend
-        started = time.perf_counter()
 
         def done(outcome: RelayOutcome) -> None:
             lease.release()
@@ -286,9 +289,14 @@ class Gateway:
                 # Ollama's own mid-stream failure: the status was 200, the stream says otherwise.
                 backend.record_failure("error line in stream")
             elif status < 500:
-                backend.record_success(time.perf_counter() - started)
-                if status == 200 and call.model_key is not None:
-                    backend.learn(call.model_key, outcome.last_chunk, call.num_ctx, keep_alive)
+                # Service time, from sending to the last byte, without any model load: what a
+                # request queued for this (now warm) backend will wait for.
+                elapsed = time.perf_counter() - sent_at
+                model = call.model_key
+                if status == 200 and model is not None:
+                    load = backend.learn(model, outcome.last_chunk, call.num_ctx, keep_alive)
+                    elapsed = max(0.0, elapsed - (load or 0.0))
+                backend.record_success(elapsed)
             self._log(request, status, outcome.bytes_sent, outcome)
             if status == 200 and call.endpoint in _CHANGES_MODELS:
                 self.services.fleet.models_changed([backend])

@@ -98,7 +98,7 @@ class Router:
         holders = [b for b in self.backends if b.has_model(model) is not False]
         if not holders:
             assert call is not None and call.model is not None
-            raise ModelNotFound(call.model)
+            raise ModelNotFound(call.model, call.endpoint)
         return holders
 
     def candidates(
