@@ -26,6 +26,9 @@ MiB = 1024 * 1024
 class CpuSnapshot:
     at: float
     seconds: dict[str, float]
+    """CPU seconds of each watched process."""
+    cores: dict[str, float]
+    """Busy (non-idle) seconds of each core, whoever used it."""
 
 
 class Watch:
@@ -41,7 +44,11 @@ class Watch:
         for name, process in self.processes.items():
             times = process.cpu_times()
             seconds[name] = times.user + times.system
-        return CpuSnapshot(time.perf_counter(), seconds)
+        cores = {
+            f"core{index}": sum(core) - core.idle - getattr(core, "iowait", 0.0)
+            for index, core in enumerate(psutil.cpu_times(percpu=True))
+        }
+        return CpuSnapshot(time.perf_counter(), seconds, cores)
 
     def rss_mb(self, name: str) -> float | None:
         process = self.processes.get(name)
@@ -49,11 +56,10 @@ class Watch:
 
     @staticmethod
     def percent(start: CpuSnapshot, end: CpuSnapshot) -> dict[str, float]:
-        """CPU use over the window, in % of one core."""
+        """CPU use over the window, in % of one core: per process, and per core (``core0``...)."""
         wall = end.at - start.at
         if wall <= 0:
             return {}
-        return {
-            name: round(100 * (end.seconds[name] - start.seconds[name]) / wall, 2)
-            for name in start.seconds
-        }
+        used = {name: end.seconds[name] - start.seconds[name] for name in start.seconds}
+        used.update({name: end.cores[name] - start.cores[name] for name in start.cores})
+        return {name: round(100 * seconds / wall, 2) for name, seconds in used.items()}

@@ -288,13 +288,6 @@ async def raised(call: Any) -> ollama.ResponseError:
     return info.value
 
 
-WRONG_WORDING = pytest.mark.xfail(
-    reason="corral's own 404 for a model no backend has uses the chat wording on /api/show "
-    "and /api/embed, where Ollama says \"model 'x' not found\"",
-    strict=True,
-)
-
-
 @pytest.mark.parametrize(
     "operation",
     [
@@ -302,8 +295,8 @@ WRONG_WORDING = pytest.mark.xfail(
         "chat_stream",
         "generate",
         "embeddings",
-        pytest.param("embed", marks=WRONG_WORDING),
-        pytest.param("show", marks=WRONG_WORDING),
+        "embed",
+        "show",
         "delete",
         "copy",
     ],

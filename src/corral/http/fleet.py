@@ -1,0 +1,506 @@
+"""Fleet-wide answers: the endpoints where the fleet speaks as one server, not one backend.
+
+- ``GET /api/tags``, ``/v1/models``, ``/api/ps``, ``/api/version`` ask every target at once
+  (each within ``merge_timeout``) and merge what came back (``corral.http.fanout``); a backend
+  that fails is left out, and only when every one fails is the answer a 502.
+- ``/api/delete`` and ``/api/copy`` go to every target at once; ``/api/pull`` and
+  ``/api/create`` too, with their progress streams merged into one.
+
+Targets are every usable backend, or the ones named in ``X-Corral-Backend: gpu1, gpu2``. With
+exactly one target nothing is merged: the answer is that backend's own, byte for byte.
+
+Example::
+
+    routes = FleetRoutes(fleet)
+    response = await routes.answer("/api/pull", request, call, upstream_headers)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from corral.backends.backend import Backend
+from corral.backends.fleet import Fleet
+from corral.backends.upstream import (
+    UpstreamConnectError,
+    UpstreamFailure,
+    UpstreamReadTimeout,
+    UpstreamResponse,
+)
+from corral.context import Call
+from corral.errors import BadRequest, CorralError, NoHealthyBackend, UpstreamError, UpstreamTimeout
+from corral.http.fanout import (
+    ProgressMerger,
+    error_message,
+    lowest_version,
+    merge_openai_models,
+    merge_ps,
+    merge_tags,
+    results_header,
+)
+from corral.http.messages import (
+    JSON_TYPE,
+    NDJSON_TYPE,
+    HeaderList,
+    Request,
+    Response,
+    StreamResponse,
+)
+
+log = logging.getLogger("corral.fleet")
+
+TARGET_HEADER = "X-Corral-Backend"
+RESULTS_HEADER = b"X-Corral-Results"
+MERGED_READS = frozenset({"/api/tags", "/v1/models", "/api/ps", "/api/version"})
+FANOUT_WRITES = frozenset({"/api/delete", "/api/copy"})
+TRANSFERS = frozenset({"/api/pull", "/api/create"})
+FLEET_ROUTES = MERGED_READS | FANOUT_WRITES | TRANSFERS
+
+# Model lists and error bodies are small; a body past this is not one of them.
+_BODY_LIMIT = 16 * 1024 * 1024
+# A consumer this far behind one upstream stops reading it until it catches up.
+_HIGH_WATER = 1 << 20
+
+_Event = tuple[int, bytes | None, str | None]  # (target, chunk, failure); (i, None, None) = end
+
+
+def _translate(err: UpstreamFailure, backend: Backend) -> CorralError:
+    """The proxy's translation of transport failures, for answers assembled here."""
+    if isinstance(err, UpstreamReadTimeout):
+        return UpstreamTimeout(f"backend {backend.name} did not answer in time")
+    if isinstance(err, UpstreamConnectError):
+        return UpstreamError(f"backend {backend.name} is unreachable")
+    return UpstreamError(f"backend {backend.name} failed: {err}")
+
+
+def _content_type(headers: HeaderList) -> bytes | None:
+    return next((v for n, v in headers if n.lower() == b"content-type"), None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """One target's whole answer; ``failure`` when there was no answer (transport failure)."""
+
+    backend: Backend
+    status: int
+    body: bytes
+    content_type: bytes | None = None
+    failure: CorralError | None = None
+
+    @classmethod
+    def failed(cls, backend: Backend, err: CorralError) -> _Answer:
+        body = orjson.dumps({"error": err.message})
+        return cls(backend, err.status, body, JSON_TYPE, err)
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def message(self) -> str:
+        return error_message(self.status, self.body)
+
+    def payload(self) -> Any:
+        try:
+            return orjson.loads(self.body) if self.body else None
+        except orjson.JSONDecodeError:
+            return None
+
+    def response(self, headers: HeaderList) -> Response:
+        head = [(b"Content-Type", self.content_type)] if self.content_type else []
+        return Response(self.status, self.body, head + headers)
+
+
+class FleetRoutes:
+    """Answers the fleet-wide endpoints (``FLEET_ROUTES``) for the gateway.
+
+    Example::
+
+        routes = FleetRoutes(fleet)
+        if endpoint.name in FLEET_ROUTES:
+            return await routes.answer(endpoint.name, request, call, upstream_headers)
+    """
+
+    def __init__(self, fleet: Fleet, *, merge_timeout: float = 10.0) -> None:
+        self.fleet = fleet
+        self.merge_timeout = merge_timeout
+
+    async def answer(
+        self, endpoint_name: str, request: Request, call: Call, upstream_headers: HeaderList
+    ) -> Response:
+        if endpoint_name not in FLEET_ROUTES:
+            raise ValueError(f"{endpoint_name} is not a fleet-wide route")
+        targets = self.targets(request)
+        header = TARGET_HEADER.lower().encode()
+        headers = [(n, v) for n, v in upstream_headers if n.lower() != header]
+        if len(targets) == 1:
+            return await self._single(endpoint_name, targets[0], request, call, headers)
+        if endpoint_name in MERGED_READS:
+            return await self._merged_read(endpoint_name, targets, headers)
+        if endpoint_name in TRANSFERS and call.stream:
+            return await self._merged_transfer(endpoint_name, targets, headers, call.body)
+        method = request.method.encode()
+        answers = await asyncio.gather(
+            *(self._fetch(b, method, endpoint_name.encode(), headers, call.body) for b in targets)
+        )
+        self.fleet.models_changed(targets)
+        return _combine(answers, pull_like=endpoint_name in TRANSFERS)
+
+    def targets(self, request: Request) -> list[Backend]:
+        """The backends named in ``X-Corral-Backend``, else every usable one."""
+        named = request.headers.get(TARGET_HEADER)
+        if named is None:
+            usable = self.fleet.usable
+            if not usable:
+                raise NoHealthyBackend(
+                    "no healthy backend is available", retry_after=_retry_hint(self.fleet.backends)
+                )
+            return usable
+        names = list(dict.fromkeys(n.strip() for n in named.split(",") if n.strip()))
+        if not names:
+            raise BadRequest(f"{TARGET_HEADER} names no backend")
+        chosen: list[Backend] = []
+        for name in names:
+            backend = self.fleet.get(name)
+            if backend is None:
+                known = ", ".join(b.name for b in self.fleet.backends)
+                raise BadRequest(f"unknown backend {name!r} in {TARGET_HEADER} (known: {known})")
+            chosen.append(backend)
+        down = [b for b in chosen if not b.usable]
+        if down:
+            raise NoHealthyBackend(
+                f"backend {', '.join(b.name for b in down)} is not available",
+                retry_after=_retry_hint(down),
+            )
+        return chosen
+
+    # ---- one target: its own answer, untouched ---------------------------------------------
+
+    async def _single(
+        self, endpoint: str, backend: Backend, request: Request, call: Call, headers: HeaderList
+    ) -> Response:
+        target = request.path.encode("latin-1")
+        if request.query:
+            target += b"?" + request.query.encode("latin-1")
+        if endpoint in MERGED_READS:
+            # GET for HEAD too: the server drops the body but keeps its length.
+            answer = await self._fetch(backend, b"GET", target, headers, b"", self.merge_timeout)
+            if answer.failure is not None:
+                raise answer.failure
+            return answer.response([])
+        opened = await self._open(backend, request.method.encode(), target, headers, call.body)
+        if isinstance(opened, _Answer):
+            assert opened.failure is not None
+            raise opened.failure
+        if opened.chunked_upstream or opened.length_unknown:
+            fanin = _Fanin([backend])
+            fanin.attach(0, opened)
+            stream = _FaninStream(fanin, _Passthrough(), lambda: self.fleet.models_changed([backend]))
+            content_type = _content_type(opened.headers) or NDJSON_TYPE
+            return StreamResponse(opened.status, stream, [(b"Content-Type", content_type)])
+        answer = await self._read(backend, opened)
+        self.fleet.models_changed([backend])
+        if answer.failure is not None:
+            raise answer.failure
+        return answer.response([])
+
+    # ---- several targets ---------------------------------------------------------------------
+
+    async def _merged_read(
+        self, endpoint: str, targets: Sequence[Backend], headers: HeaderList
+    ) -> Response:
+        path = endpoint.encode()
+        answers = await asyncio.gather(
+            *(self._fetch(b, b"GET", path, headers, b"", self.merge_timeout) for b in targets)
+        )
+        good = [(a, p) for a in answers if a.ok and isinstance(p := a.payload(), dict)]
+        if not good:
+            reasons = "; ".join(f"{a.backend.name}: {a.message}" for a in answers)
+            raise UpstreamError(f"no backend answered {endpoint}: {reasons}")
+        if endpoint == "/api/version":
+            versions = [p.get("version") for _, p in good]
+            winner = good[lowest_version([v if isinstance(v, str) else None for v in versions])]
+            return winner[0].response([])
+        named = [(a.backend.name, p) for a, p in good]
+        if endpoint == "/api/tags":
+            merged = merge_tags(named)
+        elif endpoint == "/v1/models":
+            merged = merge_openai_models(named)
+        else:
+            merged = merge_ps(named, label=True)
+        return Response.json(200, merged)
+
+    async def _merged_transfer(
+        self, endpoint: str, targets: Sequence[Backend], headers: HeaderList, body: bytes
+    ) -> Response:
+        """Start the merged stream once one target answers 200; the others join as they
+        answer. When none does, their errors are the answer, as a plain response."""
+        fanin = _Fanin(targets)
+        path = endpoint.encode()
+        for index, backend in enumerate(targets):
+            fanin.spawn(index, self._join(fanin, index, backend, path, headers, body))
+        try:
+            await fanin.ready.wait()
+        except BaseException:
+            fanin.close()
+            raise
+        if not fanin.streaming:
+            return _combine([fanin.refused[i] for i in range(len(targets))], pull_like=True)
+        merger = ProgressMerger([b.name for b in targets])
+        stream = _FaninStream(fanin, merger, lambda: self.fleet.models_changed(targets))
+        return StreamResponse(200, stream, [(b"Content-Type", NDJSON_TYPE)])
+
+    async def _join(
+        self,
+        fanin: _Fanin,
+        index: int,
+        backend: Backend,
+        path: bytes,
+        headers: HeaderList,
+        body: bytes,
+    ) -> None:
+        opened = await self._open(backend, b"POST", path, headers, body)
+        if isinstance(opened, UpstreamResponse) and opened.status == 200:
+            fanin.attach(index, opened)
+            return
+        if isinstance(opened, UpstreamResponse):
+            opened = await self._read(backend, opened, self.merge_timeout)
+        fanin.refuse(index, opened)
+
+    # ---- upstream requests ----------------------------------------------------------------
+
+    async def _open(
+        self, backend: Backend, method: bytes, target: bytes, headers: HeaderList, body: bytes
+    ) -> UpstreamResponse | _Answer:
+        try:
+            return await backend.pool.request(method, target, headers, body)
+        except UpstreamFailure as err:
+            return _failed(backend, err)
+
+    async def _read(
+        self, backend: Backend, upstream: UpstreamResponse, timeout: float | None = None
+    ) -> _Answer:
+        try:
+            async with asyncio.timeout(timeout):
+                body = await upstream.read(limit=_BODY_LIMIT)
+        except UpstreamFailure as err:
+            return _failed(backend, err)
+        except TimeoutError:
+            return _failed(backend, UpstreamReadTimeout(f"no answer within {timeout:g}s"))
+        finally:
+            upstream.close()
+        return _Answer(backend, upstream.status, body, _content_type(upstream.headers))
+
+    async def _fetch(
+        self,
+        backend: Backend,
+        method: bytes,
+        target: bytes,
+        headers: HeaderList,
+        body: bytes,
+        timeout: float | None = None,
+    ) -> _Answer:
+        """One whole answer; ``timeout`` bounds the request and its body together."""
+        try:
+            async with asyncio.timeout(timeout):
+                opened = await self._open(backend, method, target, headers, body)
+                if isinstance(opened, _Answer):
+                    return opened
+                return await self._read(backend, opened)
+        except TimeoutError:
+            return _failed(backend, UpstreamReadTimeout(f"no answer within {timeout:g}s"))
+
+
+def _failed(backend: Backend, err: UpstreamFailure) -> _Answer:
+    # The same passive health signals the proxy gives on real traffic.
+    backend.record_failure(str(err))
+    if isinstance(err, UpstreamConnectError):
+        backend.mark_down(str(err))
+    return _Answer.failed(backend, _translate(err, backend))
+
+
+def _retry_hint(backends: Sequence[Backend]) -> float:
+    return max(1.0, min((b.breaker.retry_in for b in backends), default=0.0))
+
+
+def _combine(answers: Sequence[_Answer], *, pull_like: bool) -> Response:
+    """Several targets' answers to one write as one answer: the first's when all succeeded,
+    else the first failure's, always with every target's status in ``X-Corral-Results``."""
+    results = [(a.backend.name, a.status) for a in answers]
+    headers: HeaderList = [(RESULTS_HEADER, results_header(results))]
+    # A non-streaming pull or create can fail with a 200 whose body says why.
+    failures = [a for a in answers if not a.ok or (pull_like and "error" in _keys(a))]
+    if not failures:
+        return answers[0].response(headers)
+    first = failures[0]
+    if pull_like:
+        message = "; ".join(f"{a.backend.name}: {a.message}" for a in failures)
+        status = first.status if first.status >= 400 else 500
+        return Response.json(status, {"error": message}, headers)
+    return first.response(headers)
+
+
+def _keys(answer: _Answer) -> Sequence[str]:
+    payload = answer.payload()
+    return list(payload) if isinstance(payload, dict) else []
+
+
+# ---- reading upstream bodies as they arrive ----------------------------------------------------
+
+
+class _Feed:
+    """A BodySink moving one upstream body into the fan-in's queue, from protocol callbacks.
+    Past ``_HIGH_WATER`` unread bytes it pauses that upstream until the reader catches up."""
+
+    __slots__ = ("_index", "_paused", "_pending", "_queue", "_upstream")
+
+    def __init__(
+        self, index: int, queue: asyncio.Queue[_Event], upstream: UpstreamResponse
+    ) -> None:
+        self._index = index
+        self._queue = queue
+        self._upstream = upstream
+        self._pending = 0
+        self._paused = False
+
+    def on_chunk(self, data: bytes) -> None:
+        self._queue.put_nowait((self._index, data, None))
+        self._pending += len(data)
+        if not self._paused and self._pending > _HIGH_WATER:
+            self._paused = True
+            self._upstream.pause_reading()
+
+    def on_complete(self) -> None:
+        self._queue.put_nowait((self._index, None, None))
+
+    def on_failure(self, reason: str) -> None:
+        self._queue.put_nowait((self._index, None, reason))
+
+    def taken(self, size: int) -> None:
+        self._pending -= size
+        if self._paused and self._pending <= _HIGH_WATER // 2:
+            self._paused = False
+            self._upstream.resume_reading()
+
+
+class _Fanin:
+    """Several targets' bodies, chunk by chunk as they arrive, through one queue.
+
+    Each target ends up either ``attach``-ed (its body streams in) or ``refuse``-d (its whole
+    answer was an error); ``ready`` is set at the first attach, or when all were refused."""
+
+    def __init__(self, targets: Sequence[Backend]) -> None:
+        self.targets = targets
+        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
+        self.ready = asyncio.Event()
+        self.streaming = 0
+        self.refused: dict[int, _Answer] = {}
+        self._feeds: dict[int, _Feed] = {}
+        self._upstreams: list[UpstreamResponse] = []
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+
+    def spawn(self, index: int, join: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(join)
+        self._tasks[index] = task
+        task.add_done_callback(lambda t: self._joined(index, t))
+
+    def _joined(self, index: int, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        backend = self.targets[index]
+        log.error("fan-out to %s failed", backend.name, exc_info=task.exception())
+        if index not in self._feeds and index not in self.refused:
+            # Settle the target all the same, or the stream would wait for it forever.
+            self.refuse(index, _Answer.failed(backend, CorralError("internal error")))
+
+    def attach(self, index: int, upstream: UpstreamResponse) -> None:
+        feed = _Feed(index, self.queue, upstream)
+        self._feeds[index] = feed
+        self._upstreams.append(upstream)
+        self.streaming += 1
+        self._settle()
+        upstream.relay(feed)
+
+    def refuse(self, index: int, answer: _Answer) -> None:
+        self.refused[index] = answer
+        self.queue.put_nowait((index, None, answer.message))
+        self._settle()
+
+    def _settle(self) -> None:
+        if self.streaming or len(self._feeds) + len(self.refused) >= len(self.targets):
+            self.ready.set()
+
+    async def next(self) -> _Event:
+        event = await self.queue.get()
+        index, chunk, _ = event
+        if chunk is not None:
+            self._feeds[index].taken(len(chunk))
+        return event
+
+    def close(self) -> None:
+        """Stop everything still running: closing is how Ollama learns to stop pulling."""
+        for task in self._tasks.values():
+            task.cancel()
+        for upstream in self._upstreams:
+            upstream.close()
+
+
+class _Combiner(Protocol):
+    done: bool
+
+    def feed(self, index: int, chunk: bytes) -> bytes: ...
+
+    def finish(self, index: int, failure: str | None) -> bytes: ...
+
+
+class _Passthrough:
+    """One target's stream as it is; a break ends it with an error line, as the relay does."""
+
+    def __init__(self) -> None:
+        self.done = False
+
+    def feed(self, index: int, chunk: bytes) -> bytes:
+        return chunk
+
+    def finish(self, index: int, failure: str | None) -> bytes:
+        self.done = True
+        if failure is None:
+            return b""
+        return orjson.dumps({"error": f"upstream error: {failure}"}) + b"\n"
+
+
+class _FaninStream(AsyncIterator[bytes]):
+    """What a StreamResponse writes: the fan-in's events through a combiner. ``aclose`` (the
+    response calls it however the send ends, client gone included) closes every upstream and
+    then runs ``on_close`` once."""
+
+    def __init__(self, fanin: _Fanin, combiner: _Combiner, on_close: Callable[[], None]) -> None:
+        self._fanin = fanin
+        self._combiner = combiner
+        self._on_close: Callable[[], None] | None = on_close
+
+    async def __anext__(self) -> bytes:
+        combiner = self._combiner
+        while not combiner.done:
+            index, chunk, failure = await self._fanin.next()
+            out = (
+                combiner.feed(index, chunk)
+                if chunk is not None
+                else combiner.finish(index, failure)
+            )
+            if out:
+                return out
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._fanin.close()
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
