@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import http.client
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CORRAL_CORE = 0
@@ -115,11 +117,21 @@ def http_status(port: int, path: str, timeout: float = 1.0) -> int:
 class Service:
     """A server process this run started: where it listens, and how to stop it."""
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        process: subprocess.Popen[bytes],
+        port: int,
+        log: Path,
+        stats_file: Path | None = None,
+    ) -> None:
         self.name = name
         self.process = process
         self.port = port
         self.log = log
+        self.stats_file = stats_file
+        self.exit_stats: dict[str, Any] = {}
+        """What the process wrote to ``stats_file`` as it stopped."""
 
     @property
     def pid(self) -> int:
@@ -176,11 +188,21 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.stats_file is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.exit_stats = json.loads(self.stats_file.read_text())
+            self.stats_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.log.unlink()
 
 
-def launch(name: str, argv: Sequence[str], port: int, cpus: frozenset[int] | None) -> Service:
+def launch(
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    cpus: frozenset[int] | None,
+    stats_file: Path | None = None,
+) -> Service:
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed to the child, closed below
         prefix=f"corral-bench-{name}-", suffix=".log", delete=False
     )
@@ -193,7 +215,7 @@ def launch(name: str, argv: Sequence[str], port: int, cpus: frozenset[int] | Non
             cwd=REPO_ROOT,
             preexec_fn=_child_setup(cpus),
         )
-    return Service(name, process, port, Path(log_file.name))
+    return Service(name, process, port, Path(log_file.name), stats_file)
 
 
 def start_simulator(
@@ -214,8 +236,12 @@ def start_simulator(
 def start_corral(backend_url: str, cpus: frozenset[int] | None) -> Service:
     """corral in front of ``backend_url``, ready once a request through it reaches the backend."""
     port = free_port()
-    argv = [sys.executable, "-m", "bench.run_corral", "--port", str(port), "--backend", backend_url]
-    service = launch("corral", argv, port, cpus)
+    stats_file = Path(tempfile.gettempdir()) / f"corral-bench-stats-{port}.json"
+    argv = [
+        sys.executable, "-m", "bench.run_corral", "--port", str(port), "--backend", backend_url,
+        "--stats-file", str(stats_file),
+    ]  # fmt: skip
+    service = launch("corral", argv, port, cpus, stats_file)
     service.wait_ready("/api/version")
     return service
 

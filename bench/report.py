@@ -62,6 +62,8 @@ class ScenarioResult:
     problems: list[str] = field(default_factory=list)
     """Errors under load: non-2xx answers, broken streams, a process that died."""
     notes: list[str] = field(default_factory=list)
+    corral_process: dict[str, Any] = field(default_factory=dict)
+    """What corral reported as it stopped (its garbage collector's pauses)."""
     error: str | None = None
     """Set when the scenario could not be measured at all."""
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.procs import (
+    CORRAL_CORE,
     MODEL,
     Pinning,
     Service,
@@ -31,7 +32,7 @@ from bench.procs import (
     start_simulator,
 )
 from bench.profiles import Profile
-from bench.report import Compare, Row
+from bench.report import Compare, Row, ScenarioResult
 from bench.stats import median
 
 Run = dict[str, Any]
@@ -40,6 +41,8 @@ Runs = dict[str, list[Run]]
 # Above this the core shared by simulator and load generator was nearly full: the load side may
 # have held the run back, and the figures say less about corral.
 BUSY_CORE = 90.0
+# Other processes on corral's core above this share make corral's rates and latencies pessimistic.
+FOREIGN_LOAD = 10.0
 PRIME_TIMEOUT = 30.0
 
 
@@ -212,3 +215,42 @@ def busy_core_notes(runs: Runs) -> list[str]:
                     " of their core; the load side may have held this round back"
                 )
     return notes
+
+
+def shared_core_note(runs: Runs, pinning: Pinning) -> str | None:
+    """How much of corral's core other processes (not the benchmark's) took in corral's rounds."""
+    if not pinning.enabled:
+        return None
+    core = f"core{CORRAL_CORE}"
+    shares = []
+    for run in runs.get("corral", []):
+        cpu = run.get("cpu_percent", {})
+        if core in cpu and "corral" in cpu:
+            shares.append(cpu[core] - cpu["corral"])
+    share = median(shares)
+    if not share >= FOREIGN_LOAD:  # also when NaN: nothing measured
+        return None
+    return (
+        f"other processes used {share:.0f}% of corral's core during its rounds: corral's rates"
+        " and latencies here are pessimistic (its CPU figures count its own time only)"
+    )
+
+
+def gc_note(corral: Service) -> str | None:
+    gc = corral.exit_stats.get("gc")
+    if not gc:
+        return None
+    passes, longest = gc["collections"][2], gc["longest_ms"][2]
+    return (
+        f"corral's garbage collector: {passes} full (generation-2) passes, the longest"
+        f" stopping corral for {longest:.1f} ms; longest of any generation"
+        f" {max(gc['longest_ms']):.1f} ms"
+    )
+
+
+def observe(result: ScenarioResult, bench: Bench, corral: Service) -> None:
+    """What went wrong under load, and what the machine and corral's collector did meanwhile."""
+    result.problems += problems_in(result.runs)
+    notes = (shared_core_note(result.runs, bench.pinning), gc_note(corral))
+    result.notes += [note for note in notes if note is not None]
+    result.corral_process = corral.exit_stats

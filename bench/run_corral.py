@@ -1,7 +1,8 @@
 """corral as the benchmark runs it: one backend, room for every stream, access log on.
 
 The access log stays on, written to ``/dev/null``: formatting and writing its lines is part of
-what a request costs, so it is measured; only the terminal is spared.
+what a request costs, so it is measured; only the terminal is spared. With ``--stats-file``,
+corral's garbage-collector pauses (:mod:`bench.gcpauses`) are written there as JSON on exit.
 
 Example::
 
@@ -13,13 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Sequence
+from pathlib import Path
 from typing import BinaryIO
 
 import uvloop
 
+from bench.gcpauses import GcPauses
 from corral.app import App
 from corral.observability.logs import AccessLog, configure_logging
 from corral.settings import BackendSettings, Settings
@@ -57,9 +61,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.run_corral", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--backend", required=True, help="the simulator's URL")
+    parser.add_argument("--stats-file", type=Path, help="write GC pauses here on exit")
     args = parser.parse_args(argv)
+    pauses = GcPauses()
+    pauses.install()
     with open(os.devnull, "wb") as devnull, contextlib.suppress(KeyboardInterrupt):
         uvloop.run(serve(bench_settings(args.port, args.backend), devnull))
+    if args.stats_file is not None:
+        args.stats_file.write_text(json.dumps({"gc": pauses.summary()}))
 
 
 if __name__ == "__main__":

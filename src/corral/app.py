@@ -26,6 +26,7 @@ from corral.http.ops import OpsRoutes
 from corral.http.proxy import Gateway
 from corral.http.server import HttpServer, ServerLimits
 from corral.observability.logs import AccessLog, configure_logging
+from corral.observability.metrics import Metrics
 from corral.routing.balancer import make_balancer
 from corral.routing.queue import Router
 from corral.services import Services
@@ -60,7 +61,14 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         max_queue_wait=settings.max_queue_wait,
     )
     fleet = Fleet(backends, checker)
+    metrics = Metrics(
+        settings.metrics_namespace,
+        by_ip=settings.metrics_by_ip,
+        fleet=lambda: fleet.backends,
+        router=router,
+    )
     return Services(
+        metrics=metrics,
         settings=settings,
         backends=backends,
         fleet=fleet,

@@ -64,6 +64,18 @@ def _listen_address(value: Any) -> Mapping[str, object]:
     return {"host": host.strip("[]") or "0.0.0.0", "port": port}
 
 
+def _seed001_metrics(value: Any) -> Mapping[str, object]:
+    """``"metrics": {"enabled": true, "endpoint": "/metrics", "namespace": "gateway"}``."""
+    if not isinstance(value, Mapping):
+        return {"metrics_enabled": value}
+    names = {
+        "enabled": "metrics_enabled",
+        "endpoint": "metrics_path",
+        "namespace": "metrics_namespace",
+    }
+    return {names[k]: v for k, v in value.items() if k in names}
+
+
 # Lowest precedence first: when two aliases of one setting are set, the later row wins. A seed's
 # own gateway name beats OLLAMA_HOST, which people also export for the `ollama` command line.
 ENV_ALIASES: tuple[Alias, ...] = (
@@ -79,12 +91,11 @@ ENV_ALIASES: tuple[Alias, ...] = (
 SEED001_CONFIG_KEYS: tuple[Alias, ...] = (
     Alias("ollamaAddresses", "001 ollama-gateway", _to("backends")),
     Alias("gatewayAddress", "001 ollama-gateway", _listen_address),
+    Alias("metrics", "001 ollama-gateway", _seed001_metrics),
 )
 # Known seed-001 keys corral has no setting for yet: accepted with a warning, so an existing
 # config.json still loads. Move a key up to SEED001_CONFIG_KEYS when its feature lands.
-SEED001_NOT_YET = frozenset(
-    {"logging", "authHeaderName", "apiKeys", "rateLimit", "security", "metrics"}
-)
+SEED001_NOT_YET = frozenset({"logging", "authHeaderName", "apiKeys", "rateLimit", "security"})
 
 
 class Seed001Config(NamedTuple):

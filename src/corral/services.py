@@ -10,6 +10,7 @@ from corral.http.admin import AdminRoutes
 from corral.http.cors import CorsPolicy
 from corral.http.ops import OpsRoutes
 from corral.observability.logs import AccessLog
+from corral.observability.metrics import Metrics
 from corral.routing.queue import Router
 from corral.settings import Settings
 
@@ -23,4 +24,5 @@ class Services:
     cors: CorsPolicy
     ops: OpsRoutes
     access_log: AccessLog
+    metrics: Metrics
     admin: AdminRoutes

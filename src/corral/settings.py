@@ -222,6 +222,16 @@ class Settings(Section):
     """Seconds a cold model is assumed to take to load, until corral has seen it load."""
     cors_origins: list[str] = Field(default_factory=lambda: list(DEFAULT_CORS_ORIGINS))
     """Browser origins allowed to call corral; * is a wildcard, "*" alone allows any."""
+    metrics_enabled: bool = True
+    """Serve Prometheus metrics."""
+    metrics_path: str = Field(default="/metrics", pattern=r"^/[^?#\s]*$")
+    """Path of the Prometheus metrics."""
+    metrics_namespace: str = Field(default="gateway", pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+    """Prefix of the request series (gateway_requests_total...), as the seed gateways name them."""
+    metrics_by_ip: bool = False
+    """Also count requests per client address; off: one series per address is unbounded."""
+    metrics_require_token: bool = False
+    """Ask for the admin token on the metrics path too."""
     admin_token: SecretStr | None = None
     """Token for the admin API (/admin/*); unset: the admin API is open to loopback only."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -18,10 +18,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -36,6 +35,9 @@ from corral.backends.upstream import (
 from corral.context import Call
 from corral.errors import BadRequest, CorralError, NoHealthyBackend, UpstreamError, UpstreamTimeout
 from corral.http.fanout import (
+    Fanin,
+    FaninStream,
+    Passthrough,
     ProgressMerger,
     error_message,
     lowest_version,
@@ -53,8 +55,6 @@ from corral.http.messages import (
     StreamResponse,
 )
 
-log = logging.getLogger("corral.fleet")
-
 TARGET_HEADER = "X-Corral-Backend"
 RESULTS_HEADER = b"X-Corral-Results"
 MERGED_READS = frozenset({"/api/tags", "/v1/models", "/api/ps", "/api/version"})
@@ -64,10 +64,6 @@ FLEET_ROUTES = MERGED_READS | FANOUT_WRITES | TRANSFERS
 
 # Model lists and error bodies are small; a body past this is not one of them.
 _BODY_LIMIT = 16 * 1024 * 1024
-# A consumer this far behind one upstream stops reading it until it catches up.
-_HIGH_WATER = 1 << 20
-
-_Event = tuple[int, bytes | None, str | None]  # (target, chunk, failure); (i, None, None) = end
 
 
 def _translate(err: UpstreamFailure, backend: Backend) -> CorralError:
@@ -199,9 +195,9 @@ class FleetRoutes:
             assert opened.failure is not None
             raise opened.failure
         if opened.chunked_upstream or opened.length_unknown:
-            fanin = _Fanin([backend])
+            fanin = Fanin(1)
             fanin.attach(0, opened)
-            stream = _FaninStream(fanin, _Passthrough(), lambda: self.fleet.models_changed([backend]))
+            stream = FaninStream(fanin, Passthrough(), lambda: self.fleet.models_changed([backend]))
             content_type = _content_type(opened.headers) or NDJSON_TYPE
             return StreamResponse(opened.status, stream, [(b"Content-Type", content_type)])
         answer = await self._read(backend, opened)
@@ -241,24 +237,29 @@ class FleetRoutes:
     ) -> Response:
         """Start the merged stream once one target answers 200; the others join as they
         answer. When none does, their errors are the answer, as a plain response."""
-        fanin = _Fanin(targets)
+        fanin = Fanin(len(targets))
+        refused: dict[int, _Answer] = {}
         path = endpoint.encode()
         for index, backend in enumerate(targets):
-            fanin.spawn(index, self._join(fanin, index, backend, path, headers, body))
+            start = self._join(fanin, refused, index, backend, path, headers, body)
+            fanin.spawn(index, start)
         try:
             await fanin.ready.wait()
         except BaseException:
             fanin.close()
             raise
         if not fanin.streaming:
-            return _combine([fanin.refused[i] for i in range(len(targets))], pull_like=True)
+            internal = CorralError("internal error")
+            answers = [refused.get(i) or _Answer.failed(b, internal) for i, b in enumerate(targets)]
+            return _combine(answers, pull_like=True)
         merger = ProgressMerger([b.name for b in targets])
-        stream = _FaninStream(fanin, merger, lambda: self.fleet.models_changed(targets))
+        stream = FaninStream(fanin, merger, lambda: self.fleet.models_changed(targets))
         return StreamResponse(200, stream, [(b"Content-Type", NDJSON_TYPE)])
 
     async def _join(
         self,
-        fanin: _Fanin,
+        fanin: Fanin,
+        refused: dict[int, _Answer],
         index: int,
         backend: Backend,
         path: bytes,
@@ -270,8 +271,10 @@ class FleetRoutes:
             fanin.attach(index, opened)
             return
         if isinstance(opened, UpstreamResponse):
-            opened = await self._read(backend, opened, self.merge_timeout)
-        fanin.refuse(index, opened)
+            # An error answer is complete at once; the pool's read timeout bounds the rest.
+            opened = await self._read(backend, opened)
+        refused[index] = opened
+        fanin.refuse(index, opened.message)
 
     # ---- upstream requests ----------------------------------------------------------------
 
@@ -283,16 +286,11 @@ class FleetRoutes:
         except UpstreamFailure as err:
             return _failed(backend, err)
 
-    async def _read(
-        self, backend: Backend, upstream: UpstreamResponse, timeout: float | None = None
-    ) -> _Answer:
+    async def _read(self, backend: Backend, upstream: UpstreamResponse) -> _Answer:
         try:
-            async with asyncio.timeout(timeout):
-                body = await upstream.read(limit=_BODY_LIMIT)
+            body = await upstream.read(limit=_BODY_LIMIT)
         except UpstreamFailure as err:
             return _failed(backend, err)
-        except TimeoutError:
-            return _failed(backend, UpstreamReadTimeout(f"no answer within {timeout:g}s"))
         finally:
             upstream.close()
         return _Answer(backend, upstream.status, body, _content_type(upstream.headers))
@@ -304,17 +302,18 @@ class FleetRoutes:
         target: bytes,
         headers: HeaderList,
         body: bytes,
-        timeout: float | None = None,
+        within: float | None = None,
     ) -> _Answer:
-        """One whole answer; ``timeout`` bounds the request and its body together."""
+        """One whole answer; ``within`` seconds bound the request and its body together (the
+        pool's own read timeout still applies between bytes)."""
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(within):
                 opened = await self._open(backend, method, target, headers, body)
                 if isinstance(opened, _Answer):
                     return opened
                 return await self._read(backend, opened)
         except TimeoutError:
-            return _failed(backend, UpstreamReadTimeout(f"no answer within {timeout:g}s"))
+            return _failed(backend, UpstreamReadTimeout(f"no answer within {within:g}s"))
 
 
 def _failed(backend: Backend, err: UpstreamFailure) -> _Answer:
@@ -330,8 +329,10 @@ def _retry_hint(backends: Sequence[Backend]) -> float:
 
 
 def _combine(answers: Sequence[_Answer], *, pull_like: bool) -> Response:
-    """Several targets' answers to one write as one answer: the first's when all succeeded,
-    else the first failure's, always with every target's status in ``X-Corral-Results``."""
+    """Several targets' answers to one write as one answer, always with every target's status
+    in ``X-Corral-Results``: the first answer when all succeeded; the shared answer when all
+    failed alike; else the first failure's (for pull and create, with every failure's
+    message, as the streaming form reports them)."""
     results = [(a.backend.name, a.status) for a in answers]
     headers: HeaderList = [(RESULTS_HEADER, results_header(results))]
     # A non-streaming pull or create can fail with a 200 whose body says why.
@@ -339,7 +340,8 @@ def _combine(answers: Sequence[_Answer], *, pull_like: bool) -> Response:
     if not failures:
         return answers[0].response(headers)
     first = failures[0]
-    if pull_like:
+    same = len(failures) == len(answers) and len({(a.status, a.body) for a in failures}) == 1
+    if pull_like and not same:
         message = "; ".join(f"{a.backend.name}: {a.message}" for a in failures)
         status = first.status if first.status >= 400 else 500
         return Response.json(status, {"error": message}, headers)
@@ -349,158 +351,3 @@ def _combine(answers: Sequence[_Answer], *, pull_like: bool) -> Response:
 def _keys(answer: _Answer) -> Sequence[str]:
     payload = answer.payload()
     return list(payload) if isinstance(payload, dict) else []
-
-
-# ---- reading upstream bodies as they arrive ----------------------------------------------------
-
-
-class _Feed:
-    """A BodySink moving one upstream body into the fan-in's queue, from protocol callbacks.
-    Past ``_HIGH_WATER`` unread bytes it pauses that upstream until the reader catches up."""
-
-    __slots__ = ("_index", "_paused", "_pending", "_queue", "_upstream")
-
-    def __init__(
-        self, index: int, queue: asyncio.Queue[_Event], upstream: UpstreamResponse
-    ) -> None:
-        self._index = index
-        self._queue = queue
-        self._upstream = upstream
-        self._pending = 0
-        self._paused = False
-
-    def on_chunk(self, data: bytes) -> None:
-        self._queue.put_nowait((self._index, data, None))
-        self._pending += len(data)
-        if not self._paused and self._pending > _HIGH_WATER:
-            self._paused = True
-            self._upstream.pause_reading()
-
-    def on_complete(self) -> None:
-        self._queue.put_nowait((self._index, None, None))
-
-    def on_failure(self, reason: str) -> None:
-        self._queue.put_nowait((self._index, None, reason))
-
-    def taken(self, size: int) -> None:
-        self._pending -= size
-        if self._paused and self._pending <= _HIGH_WATER // 2:
-            self._paused = False
-            self._upstream.resume_reading()
-
-
-class _Fanin:
-    """Several targets' bodies, chunk by chunk as they arrive, through one queue.
-
-    Each target ends up either ``attach``-ed (its body streams in) or ``refuse``-d (its whole
-    answer was an error); ``ready`` is set at the first attach, or when all were refused."""
-
-    def __init__(self, targets: Sequence[Backend]) -> None:
-        self.targets = targets
-        self.queue: asyncio.Queue[_Event] = asyncio.Queue()
-        self.ready = asyncio.Event()
-        self.streaming = 0
-        self.refused: dict[int, _Answer] = {}
-        self._feeds: dict[int, _Feed] = {}
-        self._upstreams: list[UpstreamResponse] = []
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-
-    def spawn(self, index: int, join: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(join)
-        self._tasks[index] = task
-        task.add_done_callback(lambda t: self._joined(index, t))
-
-    def _joined(self, index: int, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        backend = self.targets[index]
-        log.error("fan-out to %s failed", backend.name, exc_info=task.exception())
-        if index not in self._feeds and index not in self.refused:
-            # Settle the target all the same, or the stream would wait for it forever.
-            self.refuse(index, _Answer.failed(backend, CorralError("internal error")))
-
-    def attach(self, index: int, upstream: UpstreamResponse) -> None:
-        feed = _Feed(index, self.queue, upstream)
-        self._feeds[index] = feed
-        self._upstreams.append(upstream)
-        self.streaming += 1
-        self._settle()
-        upstream.relay(feed)
-
-    def refuse(self, index: int, answer: _Answer) -> None:
-        self.refused[index] = answer
-        self.queue.put_nowait((index, None, answer.message))
-        self._settle()
-
-    def _settle(self) -> None:
-        if self.streaming or len(self._feeds) + len(self.refused) >= len(self.targets):
-            self.ready.set()
-
-    async def next(self) -> _Event:
-        event = await self.queue.get()
-        index, chunk, _ = event
-        if chunk is not None:
-            self._feeds[index].taken(len(chunk))
-        return event
-
-    def close(self) -> None:
-        """Stop everything still running: closing is how Ollama learns to stop pulling."""
-        for task in self._tasks.values():
-            task.cancel()
-        for upstream in self._upstreams:
-            upstream.close()
-
-
-class _Combiner(Protocol):
-    done: bool
-
-    def feed(self, index: int, chunk: bytes) -> bytes: ...
-
-    def finish(self, index: int, failure: str | None) -> bytes: ...
-
-
-class _Passthrough:
-    """One target's stream as it is; a break ends it with an error line, as the relay does."""
-
-    def __init__(self) -> None:
-        self.done = False
-
-    def feed(self, index: int, chunk: bytes) -> bytes:
-        return chunk
-
-    def finish(self, index: int, failure: str | None) -> bytes:
-        self.done = True
-        if failure is None:
-            return b""
-        return orjson.dumps({"error": f"upstream error: {failure}"}) + b"\n"
-
-
-class _FaninStream(AsyncIterator[bytes]):
-    """What a StreamResponse writes: the fan-in's events through a combiner. ``aclose`` (the
-    response calls it however the send ends, client gone included) closes every upstream and
-    then runs ``on_close`` once."""
-
-    def __init__(self, fanin: _Fanin, combiner: _Combiner, on_close: Callable[[], None]) -> None:
-        self._fanin = fanin
-        self._combiner = combiner
-        self._on_close: Callable[[], None] | None = on_close
-
-    async def __anext__(self) -> bytes:
-        combiner = self._combiner
-        while not combiner.done:
-            index, chunk, failure = await self._fanin.next()
-            out = (
-                combiner.feed(index, chunk)
-                if chunk is not None
-                else combiner.finish(index, failure)
-            )
-            if out:
-                return out
-        await self.aclose()
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        self._fanin.close()
-        if self._on_close is not None:
-            on_close, self._on_close = self._on_close, None
-            on_close()

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from corral.backends.models import keep_alive_seconds, normalize_model
 from corral.backends.upstream import (
@@ -32,6 +33,7 @@ from corral.context import Call
 from corral.errors import (
     BadRequest,
     CorralError,
+    MethodNotAllowed,
     ModelNotFound,
     UpstreamError,
     UpstreamTimeout,
@@ -40,6 +42,7 @@ from corral.http import routes
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
+from corral.observability.usage import final_counts
 from corral.routing.queue import Lease
 
 if TYPE_CHECKING:
@@ -93,6 +96,8 @@ class Gateway:
         self.services = services
         self._ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
+        settings = services.settings
+        self._metrics_path = settings.metrics_path if settings.metrics_enabled else None
 
     # ---- edge -----------------------------------------------------------------------------
 
@@ -116,6 +121,10 @@ class Gateway:
             extra += cors
         surface = routes.surface_of(request.path)
         try:
+            if request.path == self._metrics_path:
+                response = self._metrics(request)
+                response.headers.extend(extra)
+                return response
             endpoint = routes.match(request.method, request.path)
             surface = endpoint.surface
             state["route"] = endpoint.name
@@ -137,11 +146,20 @@ class Gateway:
             state["error"] = err.message
             response = render_error(err, surface)
         except asyncio.CancelledError:
+            self.services.metrics.cancelled("before_answer")
             self._log(request, 499, 0)
             raise
         response.headers.extend(extra)
         self._log(request, response.status, len(response.body))
         return response
+
+    def _metrics(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"method {request.method} not allowed", allow="GET, HEAD")
+        if self.services.settings.metrics_require_token:
+            self.services.admin.authorize(request)
+        body = self.services.metrics.render()
+        return Response(200, body, [(b"Content-Type", CONTENT_TYPE_LATEST.encode())])
 
     # ---- parse ----------------------------------------------------------------------------
 
@@ -210,6 +228,7 @@ class Gateway:
             tried.add(backend)
             if lease.queued_for:
                 state["queue_ms"] = round(lease.queued_for * 1000, 3)
+                services.metrics.queued(lease.queued_for)
             sent_at = time.perf_counter()
             try:
                 upstream = await backend.pool.request(
@@ -221,6 +240,7 @@ class Gateway:
                 if isinstance(err, UpstreamConnectError):
                     backend.mark_down(str(err))
                 failure = translate_failure(err, backend)
+                services.metrics.failover(backend.name)
                 if request.body_stream is not None and request.body_stream.received:
                     break  # the upload is consumed; it cannot be sent again
                 log.warning(
@@ -285,6 +305,7 @@ class Gateway:
                 backend.record_failure(outcome.error)
             elif not upstream.complete:
                 status = 499
+                self.services.metrics.cancelled("mid_answer")
             elif outcome.last_chunk.startswith(b'{"error"'):
                 # Ollama's own mid-stream failure: the status was 200, the stream says otherwise.
                 backend.record_failure("error line in stream")
@@ -297,6 +318,8 @@ class Gateway:
                     load = backend.learn(model, outcome.last_chunk, call.num_ctx, keep_alive)
                     elapsed = max(0.0, elapsed - (load or 0.0))
                 backend.record_success(elapsed)
+                if model is not None:
+                    self._count_generation(model, backend, request, outcome)
             self._log(request, status, outcome.bytes_sent, outcome)
             if status == 200 and call.endpoint in _CHANGES_MODELS:
                 self.services.fleet.models_changed([backend])
@@ -305,6 +328,26 @@ class Gateway:
         return RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
 
     # ---- record ---------------------------------------------------------------------------
+
+    def _count_generation(
+        self, model: str, backend: Backend, request: Request, outcome: RelayOutcome
+    ) -> None:
+        counts = final_counts(outcome.tail)
+        state = request.state
+        ttft = None
+        if outcome.first_byte_at is not None:
+            ttft = outcome.first_byte_at - state["started"]
+        state["prompt_tokens"] = counts.prompt_tokens
+        state["generated_tokens"] = counts.generated_tokens
+        self.services.metrics.generation(
+            model,
+            backend.name,
+            state.get("key_id") or "",
+            ttft,
+            counts.prompt_tokens,
+            counts.generated_tokens,
+            counts.tokens_per_second,
+        )
 
     def _log(
         self, request: Request, status: int, size: int, outcome: RelayOutcome | None = None
@@ -321,10 +364,13 @@ class Gateway:
             "bytes": size,
             "duration_ms": round((now - started) * 1000, 3),
         }
-        for key in ("model", "backend", "queue_ms", "error"):
+        for key in ("model", "backend", "queue_ms", "prompt_tokens", "generated_tokens", "error"):
             value = state.get(key)
             if value is not None:
                 entry[key] = value
         if outcome is not None and outcome.first_byte_at is not None:
             entry["ttfb_ms"] = round((outcome.first_byte_at - started) * 1000, 3)
         self.services.access_log.record(entry)
+        self.services.metrics.request(
+            request.method, entry["route"], status, now - started, entry["client"]
+        )

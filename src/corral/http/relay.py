@@ -45,14 +45,20 @@ _HOP_BY_HOP = frozenset(
 class RelayOutcome:
     """How a relay ended, for the access log and usage records."""
 
-    __slots__ = ("bytes_sent", "error", "first_byte_at", "last_chunk")
+    __slots__ = ("bytes_sent", "error", "first_byte_at", "last_chunk", "previous_chunk")
 
     def __init__(self) -> None:
         self.bytes_sent = 0
         self.error: str | None = None
         self.first_byte_at: float | None = None
-        # The tail of the body: the final NDJSON line carries Ollama's token counts.
+        # The last two chunks: the final NDJSON line carries Ollama's token counts; on /v1 the
+        # usage chunk comes just before "data: [DONE]".
         self.last_chunk = b""
+        self.previous_chunk = b""
+
+    @property
+    def tail(self) -> bytes:
+        return self.previous_chunk + self.last_chunk
 
 
 class RelayResponse(Response):
@@ -115,6 +121,7 @@ class RelayResponse(Response):
         if outcome.first_byte_at is None:
             outcome.first_byte_at = time.perf_counter()
         outcome.bytes_sent += len(data)
+        outcome.previous_chunk = outcome.last_chunk
         outcome.last_chunk = data
         sink.write(data)
 

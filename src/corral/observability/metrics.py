@@ -1,0 +1,251 @@
+"""Prometheus metrics, every one defined once, here.
+
+Recording sits on the hot path, so it is plain dictionary arithmetic (a counter is a dict from a
+label tuple to a number, a histogram a list of bucket counts); ``prometheus_client`` turns those
+into the exposition format when ``/metrics`` is scraped, through a custom collector. Gauges that
+describe the fleet (in flight, queued, state, loaded models) are read live at scrape time.
+
+Label values stay bounded: ``endpoint`` is the route template, never the raw path; the per-IP
+series (``<ns>_requests_by_ip_total``) is off unless ``metrics_by_ip`` is set, because client
+addresses are unbounded.
+
+Example::
+
+    metrics = Metrics(namespace="gateway", fleet=lambda: backends, router=router)
+    metrics.request("POST", "/api/chat", 200, 0.25, "10.0.0.7")
+    body = metrics.render()
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from corral.backends.backend import Backend
+    from corral.routing.queue import Router
+
+Labels = tuple[str, ...]
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+RATE_BUCKETS = (1.0, 5.0, 10.0, 20.0, 40.0, 60.0, 100.0, 200.0, 500.0, 1000.0)
+
+
+class Histogram:
+    """Bucket counts per label tuple; ``observe`` is a bisect and two additions."""
+
+    __slots__ = ("buckets", "series")
+
+    def __init__(self, buckets: Sequence[float]) -> None:
+        self.buckets = tuple(buckets)
+        self.series: dict[Labels, tuple[list[int], list[float]]] = {}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        entry = self.series.get(labels)
+        if entry is None:
+            entry = self.series[labels] = ([0] * (len(self.buckets) + 1), [0.0])
+        entry[0][bisect_left(self.buckets, value)] += 1
+        entry[1][0] += value
+
+    def family(self, name: str, doc: str, label_names: Sequence[str]) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(name, doc, labels=label_names)
+        for labels, (counts, total) in self.series.items():
+            cumulative, running = [], 0
+            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+                running += count
+                cumulative.append((_bound(bound), float(running)))
+            family.add_metric(list(labels), cumulative, total[0])
+        return family
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)
+
+
+def _counter(
+    name: str, doc: str, label_names: Sequence[str], series: dict[Labels, float]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=label_names)
+    for labels, value in series.items():
+        family.add_metric(list(labels), value)
+    return family
+
+
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    family = GaugeMetricFamily(name, doc)
+    family.add_metric([], float(value))
+    return family
+
+
+class Metrics(Collector):
+    """What corral counts. One instance per app; ``render`` answers ``/metrics``."""
+
+    def __init__(
+        self,
+        namespace: str = "gateway",
+        *,
+        by_ip: bool = False,
+        fleet: Callable[[], Sequence[Backend]] = list,
+        router: Router | None = None,
+        api_keys: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.ns = namespace
+        self.by_ip = by_ip
+        self._fleet = fleet
+        self._router = router
+        self._api_keys = api_keys
+        # seed 001 (under its namespace)
+        self.requests: dict[Labels, float] = {}  # method, endpoint, status
+        self.duration = Histogram(LATENCY_BUCKETS)  # method, endpoint
+        self.by_ip_requests: dict[Labels, float] = {}  # ip, endpoint, status
+        self.success: dict[Labels, float] = {}  # method, endpoint
+        self.failure: dict[Labels, float] = {}  # method, endpoint
+        # seed 003
+        self.ollama_requests = 0.0
+        self.ollama_latency = Histogram(LATENCY_BUCKETS)
+        # corral's own
+        self.ttft = Histogram(TTFT_BUCKETS)  # model, backend
+        self.token_rate = Histogram(RATE_BUCKETS)  # model, backend
+        self.prompt_tokens: dict[Labels, float] = {}  # model, key
+        self.generated_tokens: dict[Labels, float] = {}  # model, key
+        self.queue_wait = Histogram(LATENCY_BUCKETS)  # (none)
+        self.failovers: dict[Labels, float] = {}  # backend
+        self.cancellations: dict[Labels, float] = {}  # stage
+        self.rate_limited: dict[Labels, float] = {}  # limit
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # ---- recording (hot path) ---------------------------------------------------------------
+
+    def request(self, method: str, endpoint: str, status: int, seconds: float, ip: str) -> None:
+        code = str(status)
+        key = (method, endpoint, code)
+        self.requests[key] = self.requests.get(key, 0.0) + 1
+        pair = (method, endpoint)
+        self.duration.observe(pair, seconds)
+        outcome = self.success if status < 400 else self.failure
+        outcome[pair] = outcome.get(pair, 0.0) + 1
+        if self.by_ip:
+            ip_key = (ip, endpoint, code)
+            self.by_ip_requests[ip_key] = self.by_ip_requests.get(ip_key, 0.0) + 1
+        self.ollama_requests += 1
+        self.ollama_latency.observe((), seconds)
+
+    def generation(
+        self,
+        model: str,
+        backend: str,
+        key: str,
+        ttft: float | None,
+        prompt_tokens: int | None,
+        generated_tokens: int | None,
+        tokens_per_second: float | None,
+    ) -> None:
+        labels = (model, backend)
+        if ttft is not None:
+            self.ttft.observe(labels, ttft)
+        if tokens_per_second is not None:
+            self.token_rate.observe(labels, tokens_per_second)
+        usage = (model, key)
+        if prompt_tokens:
+            self.prompt_tokens[usage] = self.prompt_tokens.get(usage, 0.0) + prompt_tokens
+        if generated_tokens:
+            self.generated_tokens[usage] = self.generated_tokens.get(usage, 0.0) + generated_tokens
+
+    def queued(self, seconds: float) -> None:
+        self.queue_wait.observe((), seconds)
+
+    def failover(self, backend: str) -> None:
+        self.failovers[(backend,)] = self.failovers.get((backend,), 0.0) + 1
+
+    def cancelled(self, stage: str) -> None:
+        self.cancellations[(stage,)] = self.cancellations.get((stage,), 0.0) + 1
+
+    def limited(self, limit: str) -> None:
+        self.rate_limited[(limit,)] = self.rate_limited.get((limit,), 0.0) + 1
+
+    # ---- exposition -----------------------------------------------------------------------
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        ns = self.ns
+        method_endpoint = ("method", "endpoint")
+        yield _counter(
+            f"{ns}_requests", "HTTP requests", (*method_endpoint, "status"), self.requests
+        )
+        yield self.duration.family(f"{ns}_requests_duration_seconds", "Latency", method_endpoint)
+        if self.by_ip:
+            yield _counter(
+                f"{ns}_requests_by_ip", "Requests by client", ("ip", "endpoint", "status"),
+                self.by_ip_requests,
+            )  # fmt: skip
+        yield _counter(f"{ns}_requests_success", "Successes", method_endpoint, self.success)
+        yield _counter(f"{ns}_requests_failure", "Failures", method_endpoint, self.failure)
+        backends = list(self._fleet())
+        yield _gauge(f"{ns}_apikeys_total", "Active API keys", float(self._api_keys()))
+        yield _gauge(f"{ns}_ollama_servers_total", "Configured Ollama servers", len(backends))
+
+        total = CounterMetricFamily("ollama_requests", "Total number of requests")
+        total.add_metric([], self.ollama_requests)
+        yield total
+        yield self.ollama_latency.family(
+            "ollama_request_latency_seconds", "Request latency in seconds", ()
+        )
+
+        model_backend = ("model", "backend")
+        yield self.ttft.family(
+            "corral_time_to_first_token_seconds", "Time to the first byte", model_backend
+        )
+        yield self.token_rate.family(
+            "corral_tokens_per_second", "Generation speed reported by Ollama", model_backend
+        )
+        model_key = ("model", "key")
+        yield _counter("corral_prompt_tokens", "Prompt tokens", model_key, self.prompt_tokens)
+        yield _counter(
+            "corral_generated_tokens", "Generated tokens", model_key, self.generated_tokens
+        )
+        yield self.queue_wait.family("corral_queue_wait_seconds", "Waits for a backend slot", ())
+        yield _counter(
+            "corral_failovers", "Requests moved to another backend", ("backend",), self.failovers
+        )
+        yield _counter(
+            "corral_cancellations", "Requests whose client left", ("stage",), self.cancellations
+        )
+        yield _counter(
+            "corral_rate_limited", "Requests denied by a limit", ("limit",), self.rate_limited
+        )
+        yield from self._fleet_gauges(backends)
+
+    def _fleet_gauges(self, backends: Sequence[Backend]) -> Iterator[Metric]:
+        in_flight = GaugeMetricFamily("corral_in_flight", "Requests in flight", labels=["backend"])
+        queued = GaugeMetricFamily(
+            "corral_queued", "Requests waiting for a slot", labels=["backend"]
+        )
+        up = GaugeMetricFamily(
+            "corral_backend_up", "1 when the backend takes traffic", labels=["backend"]
+        )
+        loaded = GaugeMetricFamily(
+            "corral_backend_loaded_models", "Models held in memory", labels=["backend", "model"]
+        )
+        for b in backends:
+            in_flight.add_metric([b.name], float(b.in_flight))
+            queued.add_metric(
+                [b.name], float(self._router.queued_for(b) if self._router is not None else 0)
+            )
+            up.add_metric([b.name], 1.0 if b.usable else 0.0)
+            for model in b.loaded:
+                loaded.add_metric([b.name, model], 1.0)
+        yield from (in_flight, queued, up, loaded)
