@@ -17,9 +17,8 @@ It prints one JSON object on standard output.
 
 Example::
 
-    python -m bench.loadgen streams --port 8080 --streams 500 --ramp 1 \\
-        --body '{"model":"llama3.2","prompt":"hi","options":{"num_predict":100}}' \\
-        --watch corral=4242
+    python -m bench.loadgen streams --port 8080 --streams 500 --ramp 1 --watch corral=4242 \\
+        --body '{"model":"llama3.2","messages":[{"role":"user","content":"hi"}],"stream":true}'
 """
 
 from __future__ import annotations
@@ -57,7 +56,7 @@ def build_request(host: str, port: int, path: str, body: bytes) -> bytes:
 
 
 class Listener(Protocol):
-    def on_first_body(self, exchange: Exchange, at: float) -> None: ...
+    def on_first_body(self, exchange: Exchange) -> None: ...
 
     def on_complete(self, exchange: Exchange) -> None: ...
 
@@ -117,7 +116,7 @@ class Exchange(asyncio.Protocol):
         if self.record_times:
             now = time.perf_counter()
             if not self.times:
-                self.listener.on_first_body(self, now)
+                self.listener.on_first_body(self)
             self.times.append(now)
 
     def on_message_complete(self) -> None:
@@ -176,7 +175,7 @@ class StreamRun:
 
     # Listener
 
-    def on_first_body(self, exchange: Exchange, at: float) -> None:
+    def on_first_body(self, exchange: Exchange) -> None:
         self.streaming += 1
         if self.streaming == self.spec.streams:
             self.cpu_marks["all_streaming"] = self.watch.cpu()
@@ -308,7 +307,7 @@ class LoopRun:
         self.retired_lines = 0
         self._reconnects: set[asyncio.Task[None]] = set()
 
-    def on_first_body(self, exchange: Exchange, at: float) -> None:
+    def on_first_body(self, exchange: Exchange) -> None:
         pass
 
     def on_complete(self, exchange: Exchange) -> None:

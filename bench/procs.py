@@ -155,9 +155,10 @@ class Service:
         while True:
             code = self.process.poll()
             if code is not None:
+                output = self.output_tail()
+                self.stop()
                 raise ServiceFailed(
-                    f"{self.name} exited with status {code} before it was ready:\n"
-                    + self.output_tail()
+                    f"{self.name} exited with status {code} before it was ready:\n{output}"
                 )
             try:
                 status = http_status(self.port, path)
@@ -168,10 +169,11 @@ class Service:
                     return
                 last = f"status {status}"
             if time.monotonic() > deadline:
+                output = self.output_tail()
                 self.stop()
                 raise ServiceFailed(
                     f"{self.name} did not answer GET {path} with 200 within {timeout:g}s"
-                    f" ({last}):\n{self.output_tail()}"
+                    f" ({last}):\n{output}"
                 )
             time.sleep(READY_POLL_INTERVAL)
 

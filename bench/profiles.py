@@ -55,7 +55,7 @@ FULL = Profile(
 QUICK = Profile(
     name="quick", rounds=1, pin=True,
     a_connections=64, a_duration=3.0, a_num_predict=16,
-    b_streams=500, b_tokens=100, b_tokens_per_second=50.0, b_ramp=0.5,
+    b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=2.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=1.5,
 )  # fmt: skip

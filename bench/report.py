@@ -147,7 +147,7 @@ def render_markdown(report: Report) -> str:
     problems = report.problems
     if problems:
         lines += ["", "Problems under load:"]
-        lines += [f"- {problem}" for problem in problems]
+        lines += ["- " + problem.replace("\n", "\n  ") for problem in problems]
     return "\n".join(lines)
 
 

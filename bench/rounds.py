@@ -240,11 +240,11 @@ def gc_note(corral: Service) -> str | None:
     gc = corral.exit_stats.get("gc")
     if not gc:
         return None
-    passes, longest = gc["collections"][2], gc["longest_ms"][2]
+    passes = gc["collections"][2]
+    plural = "" if passes == 1 else "s"
     return (
-        f"corral's garbage collector: {passes} full (generation-2) passes, the longest"
-        f" stopping corral for {longest:.1f} ms; longest of any generation"
-        f" {max(gc['longest_ms']):.1f} ms"
+        f"corral's longest garbage-collector pause: {max(gc['longest_ms']):.1f} ms"
+        f" ({passes} full collection{plural})"
     )
 
 

@@ -22,7 +22,7 @@ from bench.rounds import (
     corral_only,
     figure,
     loadgen,
-    problems_in,
+    observe,
     stack,
     watching,
 )
@@ -90,7 +90,7 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
     ]  # fmt: skip
     cpu = corral_median(runs, figure("cpu_percent", "corral"))
     result.notes.append(f"corral used {cpu:.0f}% of its core during (a)")
-    result.problems = problems_in(runs)
+    observe(result, bench, corral)
     return result
 
 
@@ -145,7 +145,7 @@ def concurrent_streams(bench: Bench) -> ScenarioResult:
             "corral CPU measured over the whole run: the streams never all ran at once"
         )
     result.notes += busy_core_notes(runs)
-    result.problems = problems_in(runs)
+    observe(result, bench, corral)
     return result
 
 
@@ -189,7 +189,7 @@ def chunk_throughput(bench: Bench) -> ScenarioResult:
         f" core relays about {capacity:,.0f} chunks/s. Below 100%, the simulator and load"
         " generator (one core between them) set the pace rather than corral"
     )
-    result.problems = problems_in(runs)
+    observe(result, bench, corral)
     return result
 
 
@@ -228,7 +228,7 @@ def open_stream_memory(bench: Bench) -> ScenarioResult:
         result.problems.append(
             f"only {open_streams} of {p.d_streams} streams were open while RSS was sampled"
         )
-    result.problems += problems_in(runs)
+    observe(result, bench, corral)
     return result
 
 

@@ -28,7 +28,7 @@ class CpuSnapshot:
     seconds: dict[str, float]
     """CPU seconds of each watched process."""
     cores: dict[str, float]
-    """Busy (non-idle) seconds of each core, whoever used it."""
+    """Seconds each core spent running processes, whichever they were."""
 
 
 class Watch:
@@ -44,8 +44,10 @@ class Watch:
         for name, process in self.processes.items():
             times = process.cpu_times()
             seconds[name] = times.user + times.system
+        # Processes' time only: interrupt and softirq time (the loopback network itself, which
+        # the benchmark's own traffic causes) belongs to no process.
         cores = {
-            f"core{index}": sum(core) - core.idle - getattr(core, "iowait", 0.0)
+            f"core{index}": core.user + core.nice + core.system
             for index, core in enumerate(psutil.cpu_times(percpu=True))
         }
         return CpuSnapshot(time.perf_counter(), seconds, cores)

@@ -21,7 +21,7 @@ def generations(sim: Simulator) -> int:
     return sim.stats.requests["/api/chat"]
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:  # noqa: ASYNC109
     """Readiness polling: re-check a condition until it holds."""
     async with asyncio.timeout(timeout):
         while not predicate():

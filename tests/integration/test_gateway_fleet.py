@@ -276,12 +276,6 @@ async def test_a_server_error_is_relayed_unchanged(
 # ---- what counts against a backend ---------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="an error body relayed with a 4xx status counts as a backend failure: three client "
-    "mistakes in a row open the backend's circuit and every request then gets 503 "
-    "'no healthy backend is available'",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("method", "path", "payload"),
     [

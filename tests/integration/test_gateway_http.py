@@ -93,6 +93,8 @@ FIDELITY_CASES: list[tuple[str, str, Any]] = [
     ("POST", "/api/show", {"name": "qwen2.5:0.5b", "verbose": True}),
     ("POST", "/api/chat", CHAT),
     ("POST", "/api/chat", {**CHAT, "stream": False}),
+    ("POST", "/api/chat", {**CHAT, "messages": [{"role": "user", "content": "héllo ☃ 你好 🦙"}]}),
+    ("POST", "/api/generate", {"model": "llama3.2", "prompt": "word " * 200_000, "stream": False}),
     ("POST", "/api/chat", {**CHAT, "think": True, "model": "qwen2.5:0.5b"}),
     ("POST", "/api/generate", {"model": "llama3.2", "prompt": "Hello"}),
     ("POST", "/api/generate", {"model": "llama3.2", "prompt": "Hi", "stream": False}),

@@ -250,11 +250,6 @@ class SlowTagsSimulator(Simulator):
         return await super().handle(request)
 
 
-@pytest.mark.xfail(
-    reason="a model pulled or copied through corral is answered 404 'not found, try pulling "
-    "it first' by corral itself until its background /api/tags refresh has finished",
-    strict=True,
-)
 @pytest.mark.parametrize("change", ["pull", "copy"])
 async def test_a_model_added_through_corral_is_usable_at_once(change: str) -> None:
     sim = SlowTagsSimulator(tokens_per_second=2000.0, first_token_delay=0.0)

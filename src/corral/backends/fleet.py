@@ -65,10 +65,20 @@ class Fleet:
         await asyncio.gather(*(b.refresh_models() for b in self.backends if b.usable))
         self._refreshed_at = time.monotonic()
 
-    def models_changed(self, backends: Iterable[Backend]) -> None:
-        """Schedule a refresh of these backends' models (after a pull, delete...)."""
+    def models_changed(
+        self, backends: Iterable[Backend], added: Iterable[str] = (), removed: Iterable[str] = ()
+    ) -> None:
+        """After a pull, create, copy or delete: note the change in the index at once, so the
+        very next request finds the model, then re-read the backends' models (for digests)."""
         loop = asyncio.get_running_loop()
+        added, removed = list(added), list(removed)
         for backend in backends:
+            if backend.models is not None:
+                for model in added:
+                    backend.models.setdefault(model, "")
+                for model in removed:
+                    backend.models.pop(model, None)
+                    backend.loaded.pop(model, None)
             task = loop.create_task(backend.refresh_models())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

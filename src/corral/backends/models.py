@@ -74,6 +74,25 @@ def parse_ps(payload: Any) -> dict[str, LoadedModel]:
     return loaded
 
 
+def index_change(endpoint: str, fields: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Models a successful pull, create, copy or delete added to, or removed from, a backend."""
+
+    def name(*keys: str) -> list[str]:
+        for key in keys:
+            value = fields.get(key)
+            if isinstance(value, str) and value:
+                return [normalize_model(value)]
+        return []
+
+    if endpoint in ("/api/pull", "/api/create"):
+        return name("model", "name"), []
+    if endpoint == "/api/copy":
+        return name("destination"), []
+    if endpoint == "/api/delete":
+        return [], name("model", "name")
+    return [], []
+
+
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 DEFAULT_KEEP_ALIVE = 300.0

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from corral.backends.models import keep_alive_seconds, normalize_model
+from corral.backends.models import index_change, keep_alive_seconds, normalize_model
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
@@ -72,6 +72,10 @@ _NOT_FORWARDED = frozenset(
         b"x-forwarded-for",
     }
 )
+
+def _is_error_line(chunk: bytes) -> bool:
+    return chunk.startswith((b'{"error"', b'data: {"error"'))
+
 
 # After these, a backend's model list has changed: refresh the index.
 _CHANGES_MODELS = frozenset({"/api/pull", "/api/create", "/api/copy", "/api/delete"})
@@ -300,29 +304,32 @@ class Gateway:
         def done(outcome: RelayOutcome) -> None:
             lease.release()
             status = upstream.status
+            model = call.model_key
             if outcome.error is not None:
                 state["error"] = outcome.error
                 backend.record_failure(outcome.error)
             elif not upstream.complete:
                 status = 499
                 self.services.metrics.cancelled("mid_answer")
-            elif outcome.last_chunk.startswith(b'{"error"'):
-                # Ollama's own mid-stream failure: the status was 200, the stream says otherwise.
+            elif status == 200 and model is not None and _is_error_line(outcome.last_chunk):
+                # The model runner failed after the answer began: a 200, then an error line.
                 backend.record_failure("error line in stream")
-            elif status < 500:
+            elif status == 200:
                 # Service time, from sending to the last byte, without any model load: what a
                 # request queued for this (now warm) backend will wait for.
                 elapsed = time.perf_counter() - sent_at
-                model = call.model_key
-                if status == 200 and model is not None:
+                if model is not None:
                     load = backend.learn(model, outcome.last_chunk, call.num_ctx, keep_alive)
                     elapsed = max(0.0, elapsed - (load or 0.0))
-                backend.record_success(elapsed)
-                if model is not None:
                     self._count_generation(model, backend, request, outcome)
+                backend.record_success(elapsed)
+                if call.endpoint in _CHANGES_MODELS and not _is_error_line(outcome.last_chunk):
+                    added, removed = index_change(call.endpoint, call.fields)
+                    self.services.fleet.models_changed([backend], added, removed)
+            elif status < 500:
+                # The backend is fine; the request was not (a 4xx is the client's mistake).
+                backend.record_success()
             self._log(request, status, outcome.bytes_sent, outcome)
-            if status == 200 and call.endpoint in _CHANGES_MODELS:
-                self.services.fleet.models_changed([backend])
 
         keep_alive = keep_alive_seconds(call.fields.get("keep_alive"))
         return RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
