@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from corral.backends.backend import Backend, BackendSpec
 from corral.backends.breaker import CircuitBreaker
@@ -22,6 +24,7 @@ from corral.backends.health import HealthChecker
 from corral.http.admin import AdminRoutes
 from corral.http.cors import CorsPolicy
 from corral.http.errors import render_plain
+from corral.http.fleet import FleetRoutes
 from corral.http.ops import OpsRoutes
 from corral.http.proxy import Gateway
 from corral.http.server import HttpServer, ServerLimits
@@ -30,7 +33,7 @@ from corral.observability.metrics import Metrics
 from corral.routing.balancer import make_balancer
 from corral.routing.queue import Router
 from corral.services import Services
-from corral.settings import Settings
+from corral.settings import Settings, SettingsError
 
 log = logging.getLogger("corral")
 
@@ -41,16 +44,22 @@ def is_blob_upload(method: bytes, url: bytes) -> bool:
     return method == b"POST" and url.startswith(b"/api/blobs/")
 
 
+def make_backend(settings: Settings, spec: BackendSpec) -> Backend:
+    return Backend(
+        spec,
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
+    )
+
+
+def backend_specs(settings: Settings) -> list[BackendSpec]:
+    return [BackendSpec(b.name, b.host, b.port, b.max_concurrency) for b in settings.backends]
+
+
 def build_services(settings: Settings, access_log: AccessLog | None = None) -> Services:
-    backends = [
-        Backend(
-            BackendSpec(b.name, b.host, b.port, b.max_concurrency),
-            connect_timeout=settings.connect_timeout,
-            read_timeout=settings.read_timeout,
-            breaker=CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown),
-        )
-        for b in settings.backends
-    ]
+    # One list, shared by the fleet, the router, health and metrics: a reload edits it in place.
+    backends = [make_backend(settings, spec) for spec in backend_specs(settings)]
     checker = HealthChecker(
         backends, interval=settings.health_interval, timeout=settings.health_timeout
     )
@@ -68,14 +77,15 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         router=router,
     )
     return Services(
-        metrics=metrics,
         settings=settings,
         backends=backends,
         fleet=fleet,
+        fleet_routes=FleetRoutes(fleet),
         router=router,
         admin=AdminRoutes(fleet, router, settings.admin_token),
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
+        metrics=metrics,
         access_log=access_log or AccessLog(),
     )
 
@@ -112,6 +122,27 @@ class App:
         # Learn which backends answer, and what they hold, before the first request needs it.
         await self.services.fleet.start()
 
+    async def reload(self, settings: Settings) -> None:
+        """Apply new settings without dropping a request: the backend list (added ones are
+        checked first, removed ones finish what they serve), queue bounds, strategy, CORS and
+        the admin token. The listening address needs a restart."""
+        services = self.services
+        if (settings.host, settings.port) != (self.settings.host, self.settings.port):
+            log.warning("host and port changes take effect at the next start")
+        await services.fleet.reconcile(
+            backend_specs(settings), lambda spec: make_backend(settings, spec)
+        )
+        router = services.router
+        router.queue_size = settings.queue_size
+        router.max_queue_wait = settings.max_queue_wait
+        if settings.strategy != self.settings.strategy:
+            router.balancer = make_balancer(
+                settings.strategy, load_estimate=settings.model_load_estimate
+            )
+        services.cors = CorsPolicy(settings.cors_origins)
+        services.admin.admin_token = settings.admin_token
+        services.settings = self.settings = settings
+
     async def aclose(self) -> None:
         """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
         await self.server.aclose()
@@ -119,11 +150,14 @@ class App:
         await self.services.access_log.aclose()
 
 
-async def serve(settings: Settings) -> None:
-    """Run corral until SIGINT or SIGTERM."""
+async def serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
+    """Run corral until SIGINT or SIGTERM; on SIGHUP, ``reload()`` new settings and apply them."""
     configure_logging(settings.log_level)
     app = App(settings)
     await app.start()
+    # Everything built so far lives as long as the process: keep the cycle collector from
+    # scanning it again and again (shorter pauses under load).
+    gc.freeze()
     log.info(
         "corral listening on %s",
         app.url,
@@ -134,6 +168,23 @@ async def serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
+    reloading: set[asyncio.Task[None]] = set()
+    if reload is not None:
+        load = reload
+
+        async def apply() -> None:
+            try:
+                await app.reload(load())
+            except SettingsError as err:
+                log.error("reload refused, settings unchanged: %s", "; ".join(err.problems))
+
+        def on_hangup() -> None:
+            task = loop.create_task(apply())
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await stop.wait()
     finally:

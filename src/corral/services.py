@@ -8,6 +8,7 @@ from corral.backends.backend import Backend
 from corral.backends.fleet import Fleet
 from corral.http.admin import AdminRoutes
 from corral.http.cors import CorsPolicy
+from corral.http.fleet import FleetRoutes
 from corral.http.ops import OpsRoutes
 from corral.observability.logs import AccessLog
 from corral.observability.metrics import Metrics
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     backends: list[Backend]
     fleet: Fleet
+    fleet_routes: FleetRoutes
     router: Router
     cors: CorsPolicy
     ops: OpsRoutes

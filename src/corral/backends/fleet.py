@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
-from corral.backends.backend import Backend
+from corral.backends.backend import Backend, BackendSpec
 from corral.backends.health import HealthChecker
+
+log = logging.getLogger("corral.backends")
 
 
 class Fleet:
@@ -31,7 +35,8 @@ class Fleet:
         *,
         refresh_interval: float = 1.0,
     ) -> None:
-        self.backends = list(backends)
+        # The one list of backends, shared with the router and the health checker.
+        self.backends = backends if isinstance(backends, list) else list(backends)
         self.checker = checker
         self.refresh_interval = refresh_interval
         self._by_name = {b.name: b for b in self.backends}
@@ -70,7 +75,6 @@ class Fleet:
     ) -> None:
         """After a pull, create, copy or delete: note the change in the index at once, so the
         very next request finds the model, then re-read the backends' models (for digests)."""
-        loop = asyncio.get_running_loop()
         added, removed = list(added), list(removed)
         for backend in backends:
             if backend.models is not None:
@@ -79,9 +83,53 @@ class Fleet:
                 for model in removed:
                     backend.models.pop(model, None)
                     backend.loaded.pop(model, None)
-            task = loop.create_task(backend.refresh_models())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(backend.refresh_models())
+
+    async def reconcile(
+        self, specs: Sequence[BackendSpec], make: Callable[[BackendSpec], Backend]
+    ) -> None:
+        """Make the fleet match ``specs`` (a reload): unchanged backends stay as they are, new
+        ones are checked before they get traffic, removed ones stop getting traffic at once and
+        are closed once the requests they are serving have finished."""
+        current = {b.name: b for b in self.backends}
+        wanted: list[Backend] = []
+        fresh: list[Backend] = []
+        for spec in specs:
+            backend = current.get(spec.name)
+            if backend is not None and backend.url == spec.url:
+                backend.max_concurrency = spec.max_concurrency
+                current.pop(spec.name)
+            else:
+                backend = make(spec)
+                fresh.append(backend)
+            wanted.append(backend)
+        await asyncio.gather(*(self.checker.check(b) for b in fresh))
+        self.backends[:] = wanted
+        self._by_name = {b.name: b for b in wanted}
+        for backend in fresh:
+            self.checker.watch(backend)
+        for backend in current.values():
+            backend.draining = True
+            self.checker.unwatch(backend)
+            self._spawn(self._retire(backend))
+        if fresh or current:
+            log.info(
+                "fleet reloaded: %d added, %d removed",
+                len(fresh),
+                len(current),
+                extra={"fields": {"backends": [b.name for b in wanted]}},
+            )
+
+    async def _retire(self, backend: Backend) -> None:
+        # Rare (a reload), so a poll of the counter rather than an event the hot path must set.
+        while backend.in_flight:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        await backend.aclose()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def aclose(self) -> None:
         await self.checker.aclose()

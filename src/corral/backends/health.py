@@ -27,7 +27,7 @@ class HealthChecker:
         self.backends = backends
         self.interval = interval
         self.timeout = timeout
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[Backend, asyncio.Task[None]] = {}
 
     async def check(self, backend: Backend) -> bool:
         if await backend.probe(self.timeout):
@@ -39,10 +39,20 @@ class HealthChecker:
         await asyncio.gather(*(self.check(b) for b in self.backends))
 
     def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._tasks = [
-            loop.create_task(self._run(b), name=f"health:{b.name}") for b in self.backends
-        ]
+        for backend in self.backends:
+            self.watch(backend)
+
+    def watch(self, backend: Backend) -> None:
+        if backend not in self._tasks:
+            task = asyncio.get_running_loop().create_task(
+                self._run(backend), name=f"health:{backend.name}"
+            )
+            self._tasks[backend] = task
+
+    def unwatch(self, backend: Backend) -> None:
+        task = self._tasks.pop(backend, None)
+        if task is not None:
+            task.cancel()
 
     async def _run(self, backend: Backend) -> None:
         while True:
@@ -50,9 +60,10 @@ class HealthChecker:
             await self.check(backend)
 
     async def aclose(self) -> None:
-        for task in self._tasks:
+        tasks = list(self._tasks.values())
+        self._tasks = {}
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._tasks = []

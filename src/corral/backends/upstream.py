@@ -27,6 +27,7 @@ from typing import Protocol, cast
 
 import httptools
 
+from corral.errors import CorralError, UpstreamError, UpstreamTimeout
 from corral.http.messages import BodyStream, HeaderList
 
 
@@ -349,6 +350,11 @@ class UpstreamResponse:
         elif self._failure is not None:
             sink.on_failure(self._failure)
 
+    def detach(self) -> None:
+        """Forget the body's consumer; nothing more will be delivered to it."""
+        self._sink = None
+        self._done = None
+
     def pause_reading(self) -> None:
         transport = self._conn.transport
         if transport is not None and not self._conn.closed:
@@ -509,3 +515,12 @@ class UpstreamPool:
             conn._abort()
         self._idle.clear()
         self._all.clear()
+
+
+def client_error(err: UpstreamFailure, backend: str) -> CorralError:
+    """Transport failures become client-facing errors here, and only here."""
+    if isinstance(err, UpstreamReadTimeout):
+        return UpstreamTimeout(f"backend {backend} did not answer in time")
+    if isinstance(err, UpstreamConnectError):
+        return UpstreamError(f"backend {backend} is unreachable")
+    return UpstreamError(f"backend {backend} failed: {err}")

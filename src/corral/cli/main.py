@@ -83,9 +83,18 @@ def load_or_exit(
 @main.command()
 @settings_options
 def serve(config_file: Path | None, env_file: Path | None, **flags: str | None) -> None:
-    """Run the gateway in front of the configured Ollama servers."""
+    """Run the gateway in front of the configured Ollama servers.
+
+    SIGHUP re-reads the settings from every source and applies them without dropping requests.
+    """
     settings = load_or_exit(config_file, env_file, flags)
-    run(_serve(settings))
+
+    def reload() -> Settings:
+        return load_settings(
+            config_file=config_file, dotenv_path=env_file or Path(".env"), cli_overrides=flags
+        )
+
+    run(_serve(settings, reload))
 
 
 @main.command()
@@ -142,10 +151,10 @@ def run(coroutine: Coroutine[Any, Any, None]) -> None:
         pass
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
     from corral.app import serve as serve_app
 
-    await serve_app(settings)
+    await serve_app(settings, reload)
 
 
 async def _dev(settings: Settings) -> None:

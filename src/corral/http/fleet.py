@@ -26,14 +26,16 @@ import orjson
 
 from corral.backends.backend import Backend
 from corral.backends.fleet import Fleet
+from corral.backends.models import index_change
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
     UpstreamReadTimeout,
     UpstreamResponse,
+    client_error,
 )
 from corral.context import Call
-from corral.errors import BadRequest, CorralError, NoHealthyBackend, UpstreamError, UpstreamTimeout
+from corral.errors import BadRequest, CorralError, NoHealthyBackend, UpstreamError
 from corral.http.fanout import (
     Fanin,
     FaninStream,
@@ -64,15 +66,6 @@ FLEET_ROUTES = MERGED_READS | FANOUT_WRITES | TRANSFERS
 
 # Model lists and error bodies are small; a body past this is not one of them.
 _BODY_LIMIT = 16 * 1024 * 1024
-
-
-def _translate(err: UpstreamFailure, backend: Backend) -> CorralError:
-    """The proxy's translation of transport failures, for answers assembled here."""
-    if isinstance(err, UpstreamReadTimeout):
-        return UpstreamTimeout(f"backend {backend.name} did not answer in time")
-    if isinstance(err, UpstreamConnectError):
-        return UpstreamError(f"backend {backend.name} is unreachable")
-    return UpstreamError(f"backend {backend.name} failed: {err}")
 
 
 def _content_type(headers: HeaderList) -> bytes | None:
@@ -140,13 +133,19 @@ class FleetRoutes:
         if endpoint_name in MERGED_READS:
             return await self._merged_read(endpoint_name, targets, headers)
         if endpoint_name in TRANSFERS and call.stream:
-            return await self._merged_transfer(endpoint_name, targets, headers, call.body)
+            return await self._merged_transfer(endpoint_name, targets, headers, call)
         method = request.method.encode()
         answers = await asyncio.gather(
             *(self._fetch(b, method, endpoint_name.encode(), headers, call.body) for b in targets)
         )
-        self.fleet.models_changed(targets)
+        self._changed(endpoint_name, call, [a.backend for a in answers if a.ok])
         return _combine(answers, pull_like=endpoint_name in TRANSFERS)
+
+    def _changed(self, endpoint: str, call: Call, backends: Sequence[Backend]) -> None:
+        """Note what a write added or removed at once (the next request must find a model just
+        pulled), then let the backends' own lists confirm it."""
+        added, removed = index_change(endpoint, call.fields)
+        self.fleet.models_changed(backends, added, removed)
 
     def targets(self, request: Request) -> list[Backend]:
         """The backends named in ``X-Corral-Backend``, else every usable one."""
@@ -197,13 +196,16 @@ class FleetRoutes:
         if opened.chunked_upstream or opened.length_unknown:
             fanin = Fanin(1)
             fanin.attach(0, opened)
-            stream = FaninStream(fanin, Passthrough(), lambda: self.fleet.models_changed([backend]))
+            stream = FaninStream(
+                fanin, Passthrough(), lambda: self._changed(endpoint, call, [backend])
+            )
             content_type = _content_type(opened.headers) or NDJSON_TYPE
             return StreamResponse(opened.status, stream, [(b"Content-Type", content_type)])
         answer = await self._read(backend, opened)
-        self.fleet.models_changed([backend])
         if answer.failure is not None:
             raise answer.failure
+        if answer.ok:
+            self._changed(endpoint, call, [backend])
         return answer.response([])
 
     # ---- several targets ---------------------------------------------------------------------
@@ -233,7 +235,7 @@ class FleetRoutes:
         return Response.json(200, merged)
 
     async def _merged_transfer(
-        self, endpoint: str, targets: Sequence[Backend], headers: HeaderList, body: bytes
+        self, endpoint: str, targets: Sequence[Backend], headers: HeaderList, call: Call
     ) -> Response:
         """Start the merged stream once one target answers 200; the others join as they
         answer. When none does, their errors are the answer, as a plain response."""
@@ -241,7 +243,7 @@ class FleetRoutes:
         refused: dict[int, _Answer] = {}
         path = endpoint.encode()
         for index, backend in enumerate(targets):
-            start = self._join(fanin, refused, index, backend, path, headers, body)
+            start = self._join(fanin, refused, index, backend, path, headers, call.body)
             fanin.spawn(index, start)
         try:
             await fanin.ready.wait()
@@ -253,7 +255,7 @@ class FleetRoutes:
             answers = [refused.get(i) or _Answer.failed(b, internal) for i, b in enumerate(targets)]
             return _combine(answers, pull_like=True)
         merger = ProgressMerger([b.name for b in targets])
-        stream = FaninStream(fanin, merger, lambda: self.fleet.models_changed(targets))
+        stream = FaninStream(fanin, merger, lambda: self._changed(endpoint, call, targets))
         return StreamResponse(200, stream, [(b"Content-Type", NDJSON_TYPE)])
 
     async def _join(
@@ -321,7 +323,7 @@ def _failed(backend: Backend, err: UpstreamFailure) -> _Answer:
     backend.record_failure(str(err))
     if isinstance(err, UpstreamConnectError):
         backend.mark_down(str(err))
-    return _Answer.failed(backend, _translate(err, backend))
+    return _Answer.failed(backend, client_error(err, backend.name))
 
 
 def _retry_hint(backends: Sequence[Backend]) -> float:

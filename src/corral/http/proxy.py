@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from corral.backends.models import index_change, keep_alive_seconds, normalize_model
+from corral.backends.models import keep_alive_seconds, normalize_model
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
-    UpstreamReadTimeout,
     UpstreamResponse,
+    client_error,
 )
 from corral.context import Call
 from corral.errors import (
@@ -35,8 +35,6 @@ from corral.errors import (
     CorralError,
     MethodNotAllowed,
     ModelNotFound,
-    UpstreamError,
-    UpstreamTimeout,
 )
 from corral.http import routes
 from corral.http.errors import render_error
@@ -77,20 +75,8 @@ def _is_error_line(chunk: bytes) -> bool:
     return chunk.startswith((b'{"error"', b'data: {"error"'))
 
 
-# After these, a backend's model list has changed: refresh the index.
-_CHANGES_MODELS = frozenset({"/api/pull", "/api/create", "/api/copy", "/api/delete"})
-
 # Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
 _BUSY = 503
-
-
-def translate_failure(err: UpstreamFailure, backend: Backend) -> CorralError:
-    """Transport failures become client-facing errors here, and only here."""
-    if isinstance(err, UpstreamReadTimeout):
-        return UpstreamTimeout(f"backend {backend.name} did not answer in time")
-    if isinstance(err, UpstreamConnectError):
-        return UpstreamError(f"backend {backend.name} is unreachable")
-    return UpstreamError(f"backend {backend.name} failed: {err}")
 
 
 class Gateway:
@@ -140,6 +126,13 @@ class Gateway:
                 response = await self.services.ops.answer(endpoint, request)
             elif endpoint.kind == "admin":
                 response = await self.services.admin.answer(request)
+            elif endpoint.kind == "fleet":
+                call = self._parse(endpoint, request)
+                state["model"] = call.model
+                headers = self._upstream_headers(request, request_id)
+                response = await self.services.fleet_routes.answer(
+                    endpoint.name, request, call, headers
+                )
             else:
                 call = self._parse(endpoint, request)
                 state["model"] = call.model
@@ -170,7 +163,7 @@ class Gateway:
     def _parse(self, endpoint: routes.Endpoint, request: Request) -> Call:
         fields: dict[str, Any] = {}
         body = request.body
-        if body and request.method == "POST" and not endpoint.name.startswith("/api/blobs"):
+        if body and request.method in ("POST", "DELETE") and endpoint.name != "/api/blobs/{digest}":
             try:
                 decoded = orjson.loads(body)
             except orjson.JSONDecodeError as err:
@@ -243,7 +236,7 @@ class Gateway:
                 backend.record_failure(str(err))
                 if isinstance(err, UpstreamConnectError):
                     backend.mark_down(str(err))
-                failure = translate_failure(err, backend)
+                failure = client_error(err, backend.name)
                 services.metrics.failover(backend.name)
                 if request.body_stream is not None and request.body_stream.received:
                     break  # the upload is consumed; it cannot be sent again
@@ -323,9 +316,6 @@ class Gateway:
                     elapsed = max(0.0, elapsed - (load or 0.0))
                     self._count_generation(model, backend, request, outcome)
                 backend.record_success(elapsed)
-                if call.endpoint in _CHANGES_MODELS and not _is_error_line(outcome.last_chunk):
-                    added, removed = index_change(call.endpoint, call.fields)
-                    self.services.fleet.models_changed([backend], added, removed)
             elif status < 500:
                 # The backend is fine; the request was not (a 4xx is the client's mistake).
                 backend.record_success()

@@ -108,6 +108,10 @@ class RelayResponse(Response):
             if not upstream.complete:
                 upstream.close()
             sink.set_flow_listener(None)
+            # Break the relay <-> upstream reference cycle now: left to the cycle collector,
+            # thousands of them a second turn into full collections that stall every stream.
+            upstream.detach()
+            self._sink = None
             if self.on_done is not None:
                 callback, self.on_done = self.on_done, None
                 callback(self.outcome)

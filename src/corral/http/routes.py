@@ -3,7 +3,9 @@
 ``kind`` says how a request is served:
 
 - ``model``: names a model in its JSON body; routed to a backend that can run it.
-- ``any``: needs no particular backend (``/api/tags``, ``/api/version``...).
+- ``any``: needs no particular backend.
+- ``fleet``: about the whole fleet: merged answers (``/api/tags``, ``/api/ps``, ``/api/version``,
+  ``/v1/models``) and writes to every backend (pull, create, copy, delete): ``http/fleet.py``.
 - ``local``: answered by corral itself (``/``, ``/health``).
 
 ``name`` is the route template used in logs and metric labels (never the raw path, which would
@@ -18,7 +20,7 @@ from typing import Literal
 from corral.context import Surface
 from corral.errors import MethodNotAllowed, NotFound
 
-Kind = Literal["model", "any", "local", "admin"]
+Kind = Literal["model", "any", "fleet", "local", "admin"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,24 +49,24 @@ def _ep(
 
 _ENDPOINTS = [
     _ep("/", "ollama", "GET HEAD", "local"),
-    _ep("/api/version", "ollama", "GET HEAD", "any"),
+    _ep("/api/version", "ollama", "GET HEAD", "fleet"),
     _ep("/api/generate", "ollama", "POST", "model", stream=True),
     _ep("/api/chat", "ollama", "POST", "model", stream=True),
     _ep("/api/embed", "ollama", "POST", "model"),
     _ep("/api/embeddings", "ollama", "POST", "model"),
     _ep("/api/show", "ollama", "POST", "model", model_fields=("model", "name")),
-    _ep("/api/tags", "ollama", "GET HEAD", "any"),
-    _ep("/api/ps", "ollama", "GET HEAD", "any"),
-    _ep("/api/pull", "ollama", "POST", "any", stream=True),
+    _ep("/api/tags", "ollama", "GET HEAD", "fleet"),
+    _ep("/api/ps", "ollama", "GET HEAD", "fleet"),
+    _ep("/api/pull", "ollama", "POST", "fleet", stream=True),
     _ep("/api/push", "ollama", "POST", "any", stream=True),
-    _ep("/api/create", "ollama", "POST", "any", stream=True),
-    _ep("/api/copy", "ollama", "POST", "any"),
-    _ep("/api/delete", "ollama", "DELETE", "any"),
+    _ep("/api/create", "ollama", "POST", "fleet", stream=True),
+    _ep("/api/copy", "ollama", "POST", "fleet"),
+    _ep("/api/delete", "ollama", "DELETE", "fleet"),
     _ep("/v1/chat/completions", "openai", "POST", "model"),
     _ep("/v1/completions", "openai", "POST", "model"),
     _ep("/v1/embeddings", "openai", "POST", "model"),
     _ep("/v1/responses", "openai", "POST", "model"),
-    _ep("/v1/models", "openai", "GET HEAD", "any"),
+    _ep("/v1/models", "openai", "GET HEAD", "fleet"),
     _ep("/v1/messages", "openai", "POST", "model"),
     _ep("/health", "ops", "GET HEAD", "local"),
     _ep("/healthz", "ops", "GET HEAD", "local"),

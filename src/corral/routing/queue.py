@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
 from types import TracebackType
 
 from corral.backends.backend import Backend
@@ -70,13 +69,14 @@ class Router:
 
     def __init__(
         self,
-        backends: Sequence[Backend],
+        backends: list[Backend],
         balancer: Balancer,
         *,
         queue_size: int = 100,
         max_queue_wait: float = 60.0,
     ) -> None:
-        self.backends = list(backends)
+        # Shared with the fleet, not copied: a reload changes the list in place.
+        self.backends = backends
         self.balancer = balancer
         self.queue_size = queue_size
         self.max_queue_wait = max_queue_wait
