@@ -10,6 +10,7 @@ import orjson
 from click.testing import CliRunner
 
 from corral.cli.main import main
+from corral.settings import BackendSettings
 from corral.testing.simulator import Simulator
 from tests.harness import running_corral
 from tests.integration.conftest import StartSim
@@ -187,3 +188,31 @@ async def test_admin_api_needs_the_token_when_one_is_set(start_sim: StartSim) ->
             r = await client.get("/admin/backends", headers={"Authorization": "Bearer s3cret-admin"})
             assert r.status_code == 200
         assert all("s3cret-admin" not in orjson.dumps(e).decode() for e in log.entries)
+
+
+async def test_reload_swaps_backends_without_dropping_a_request(start_sim: StartSim) -> None:
+    old, new = await start_sim(tokens_per_second=40.0), await start_sim()
+    async with running_corral([old.url]) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            streaming = asyncio.create_task(
+                client.post("/api/chat", json={**CHAT, "options": {"num_predict": 20}})
+            )
+            await old.stats.wait_started()
+            settings = app.settings.model_copy(
+                update={
+                    "backends": [BackendSettings(url=new.url, name="new")],
+                    "queue_size": 7,
+                    "strategy": "round_robin",
+                }
+            )
+            await app.reload(settings)
+            assert [b.name for b in app.services.fleet.backends] == ["new"]
+            assert app.services.router.queue_size == 7
+            # the request that was running on the removed backend finishes normally
+            finished = await streaming
+            assert finished.status_code == 200 and finished.json()["done"] is True
+            for _ in range(3):
+                assert (await client.post("/api/chat", json=CHAT)).status_code == 200
+            assert generations(new) == 3 and generations(old) == 1
+            names = [b["name"] for b in (await client.get("/health")).json()["backends"]]
+            assert names == ["new"]
