@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Callable
 
 import httpx
@@ -216,3 +217,28 @@ async def test_reload_swaps_backends_without_dropping_a_request(start_sim: Start
             assert generations(new) == 3 and generations(old) == 1
             names = [b["name"] for b in (await client.get("/health")).json()["backends"]]
             assert names == ["new"]
+
+
+async def test_create_from_uploaded_files_goes_where_the_blob_went(start_sim: StartSim) -> None:
+    sims = [await start_sim(), await start_sim()]
+    data = b"GGUF not really a model" * 100
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    async with running_corral([s.url for s in sims]) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            assert (await client.head(f"/api/blobs/{digest}")).status_code == 404
+            assert (await client.post(f"/api/blobs/{digest}", content=data)).status_code == 201
+            assert (await client.head(f"/api/blobs/{digest}")).status_code == 200
+            r = await client.post(
+                "/api/create",
+                json={"model": "mine", "files": {"model.gguf": digest}, "stream": False},
+            )
+            assert r.status_code == 200, r.text
+            r = await client.post("/api/chat", json={**CHAT, "model": "mine"})
+            assert r.status_code == 200
+            # X-Corral-Backend pins a blob check to the named backend
+            other = app.services.backends[1].name
+            r = await client.head(f"/api/blobs/{digest}", headers={"X-Corral-Backend": other})
+            assert r.status_code == 404
+            r = await client.head(f"/api/blobs/{digest}", headers={"X-Corral-Backend": "nope"})
+            assert r.status_code == 400
+    assert sims[0].stats.requests["/api/chat"] == 1

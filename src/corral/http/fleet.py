@@ -125,7 +125,7 @@ class FleetRoutes:
     ) -> Response:
         if endpoint_name not in FLEET_ROUTES:
             raise ValueError(f"{endpoint_name} is not a fleet-wide route")
-        targets = self.targets(request)
+        targets = self.targets(request, call)
         header = TARGET_HEADER.lower().encode()
         headers = [(n, v) for n, v in upstream_headers if n.lower() != header]
         if len(targets) == 1:
@@ -147,9 +147,13 @@ class FleetRoutes:
         added, removed = index_change(endpoint, call.fields)
         self.fleet.models_changed(backends, added, removed)
 
-    def targets(self, request: Request) -> list[Backend]:
-        """The backends named in ``X-Corral-Backend``, else every usable one."""
+    def targets(self, request: Request, call: Call | None = None) -> list[Backend]:
+        """The backends named in ``X-Corral-Backend``, else every usable one; except that a
+        ``create`` from uploaded files goes where blob uploads go (the first usable backend),
+        since only that one has the files."""
         named = request.headers.get(TARGET_HEADER)
+        if named is None and call is not None and call.fields.get("files"):
+            return self.targets(request)[:1]
         if named is None:
             usable = self.fleet.usable
             if not usable:

@@ -211,7 +211,7 @@ class Gateway:
             target += b"?" + request.query.encode("latin-1")
         method = request.method.encode()
         headers = self._upstream_headers(request, state["request_id"])
-        tried: set[Backend] = set()
+        tried = self._not_targeted(call, request)
         failure: CorralError | None = None
         busy: tuple[UpstreamResponse, Lease, float] | None = None
         for attempt in range(services.settings.max_failover_tries):
@@ -269,6 +269,19 @@ class Gateway:
             return self._relay(busy[0], busy[1], busy[2], call, request, extra)
         assert failure is not None
         raise failure
+
+    def _not_targeted(self, call: Call, request: Request) -> set[Backend]:
+        """Backends this request must not go to: those left out of an ``X-Corral-Backend``
+        header; and for blob uploads, all but one, always the same, so that the ``create``
+        that follows finds its files (see ``FleetRoutes.targets``)."""
+        fleet = self.services.fleet
+        if b"x-corral-backend" in request.headers.raw_names():
+            wanted = self.services.fleet_routes.targets(request)
+        elif call.endpoint == "/api/blobs/{digest}":
+            wanted = self.services.fleet_routes.targets(request)[:1]
+        else:
+            return set()
+        return {b for b in fleet.backends if b not in wanted}
 
     async def _acquire(self, call: Call, exclude: frozenset[Backend]) -> Lease:
         try:
