@@ -121,6 +121,9 @@ class App:
         await self.server.start(self.settings.host, self.settings.port)
         # Learn which backends answer, and what they hold, before the first request needs it.
         await self.services.fleet.start()
+        # Everything imported and built so far lives as long as the process: keep the cycle
+        # collector from scanning it at every full collection (a 20 ms pause under 500 streams).
+        gc.freeze()
 
     async def reload(self, settings: Settings) -> None:
         """Apply new settings without dropping a request: the backend list (added ones are
@@ -155,9 +158,6 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
     configure_logging(settings.log_level)
     app = App(settings)
     await app.start()
-    # Everything built so far lives as long as the process: keep the cycle collector from
-    # scanning it again and again (shorter pauses under load).
-    gc.freeze()
     log.info(
         "corral listening on %s",
         app.url,
