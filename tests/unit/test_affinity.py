@@ -11,13 +11,13 @@ from corral.backends.backend import Backend, BackendSpec
 from corral.backends.models import (
     LoadedModel,
     keep_alive_seconds,
-    load_duration_seconds,
     normalize_model,
     parse_ps,
     parse_tags,
 )
 from corral.context import Call
 from corral.errors import ModelNotFound
+from corral.observability.usage import final_counts
 from corral.routing.balancer import LeastBusy, WarmAffinity
 from corral.routing.queue import Router
 
@@ -131,8 +131,8 @@ def test_parsing_ollama_answers() -> None:
     entry = loaded["llama3:latest"]
     assert entry.context_length == 4096
     assert entry.expires_at is not None and abs(entry.expires_at - 1717537111.83753) < 1e-3
-    assert load_duration_seconds(b'{"done":true,"load_duration":2500000000}') == 2.5
-    assert load_duration_seconds(b'{"done":true}') is None
+    assert final_counts(b'{"done":true,"load_duration":2500000000}').load_seconds == 2.5
+    assert final_counts(b'{"done":true}').load_seconds is None
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from corral.backends.breaker import CircuitBreaker
-from corral.backends.models import LoadedModel, load_duration_seconds, parse_ps, parse_tags
+from corral.backends.models import LoadedModel, parse_ps, parse_tags
 from corral.backends.upstream import UpstreamFailure, UpstreamPool
 
 log = logging.getLogger("corral.backends")
@@ -162,16 +162,14 @@ class Backend:
     # ---- what responses teach us -----------------------------------------------------------
 
     def learn(
-        self, model: str, final_chunk: bytes, num_ctx: int | None, keep_alive: float
-    ) -> float | None:
+        self, model: str, load_seconds: float | None, num_ctx: int | None, keep_alive: float
+    ) -> None:
         """A generation or embedding finished here: the model is now loaded, and if Ollama had
-        to load it, ``load_duration`` says how long that took (returned, in seconds)."""
-        load = load_duration_seconds(final_chunk)
+        to load it, its ``load_duration`` says how long that took."""
         if keep_alive == 0:
             self.loaded.pop(model, None)
         else:
-            self.saw_model_loaded(model, load, num_ctx, keep_alive)
-        return load
+            self.saw_model_loaded(model, load_seconds, num_ctx, keep_alive)
 
     def saw_model_loaded(
         self, model: str, load_seconds: float | None, num_ctx: int | None, keep_alive: float
@@ -182,8 +180,11 @@ class Backend:
                 load_seconds if old is None else 0.5 * old + 0.5 * load_seconds
             )
         previous = self.loaded.get(model)
-        context = num_ctx or (previous.context_length if previous else None)
         expires = time.time() + keep_alive if keep_alive >= 0 else None
+        if previous is not None and (num_ctx is None or previous.context_length == num_ctx):
+            previous.expires_at = expires  # the common case: a warm model stays warm
+            return
+        context = num_ctx or (previous.context_length if previous else None)
         self.loaded[model] = LoadedModel(model, expires, context)
 
     # ---- active probing --------------------------------------------------------------------

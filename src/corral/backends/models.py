@@ -29,7 +29,7 @@ def normalize_model(name: str) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LoadedModel:
     """A model in a backend's memory: until when (epoch seconds), with which context length."""
 
@@ -119,15 +119,6 @@ def keep_alive_seconds(value: Any) -> float:
         if parts and "".join(n + u for n, u in parts) == text:
             return sum(float(n) * _UNITS[u] for n, u in parts)
     return DEFAULT_KEEP_ALIVE
-
-
-_LOAD_DURATION = re.compile(rb'"load_duration":\s*(\d+)')
-
-
-def load_duration_seconds(final_chunk: bytes) -> float | None:
-    """Ollama's ``load_duration`` (nanoseconds) from the last chunk of an answer, if there."""
-    match = _LOAD_DURATION.search(final_chunk)
-    return int(match.group(1)) / 1e9 if match else None
 
 
 def parse_time(value: Any) -> float | None:

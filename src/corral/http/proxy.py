@@ -40,7 +40,7 @@ from corral.http import routes
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
-from corral.observability.usage import final_counts
+from corral.observability.usage import Counts, final_counts
 from corral.routing.queue import Lease
 
 if TYPE_CHECKING:
@@ -325,9 +325,10 @@ class Gateway:
                 # request queued for this (now warm) backend will wait for.
                 elapsed = time.perf_counter() - sent_at
                 if model is not None:
-                    load = backend.learn(model, outcome.last_chunk, call.num_ctx, keep_alive)
-                    elapsed = max(0.0, elapsed - (load or 0.0))
-                    self._count_generation(model, backend, request, outcome)
+                    counts = final_counts(outcome.tail)
+                    backend.learn(model, counts.load_seconds, call.num_ctx, keep_alive)
+                    elapsed = max(0.0, elapsed - (counts.load_seconds or 0.0))
+                    self._count_generation(model, backend, request, outcome, counts)
                 backend.record_success(elapsed)
             elif status < 500:
                 # The backend is fine; the request was not (a 4xx is the client's mistake).
@@ -340,9 +341,13 @@ class Gateway:
     # ---- record ---------------------------------------------------------------------------
 
     def _count_generation(
-        self, model: str, backend: Backend, request: Request, outcome: RelayOutcome
+        self,
+        model: str,
+        backend: Backend,
+        request: Request,
+        outcome: RelayOutcome,
+        counts: Counts,
     ) -> None:
-        counts = final_counts(outcome.tail)
         state = request.state
         ttft = None
         if outcome.first_byte_at is not None:
