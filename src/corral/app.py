@@ -17,6 +17,12 @@ import logging
 import signal
 from collections.abc import Callable
 
+from corral.admin import AdminService, SettingsReloader
+from corral.auth.access import AccessControl
+from corral.auth.activity import KeyActivity
+from corral.auth.authenticator import Authenticator
+from corral.auth.keyring import KeyRing
+from corral.auth.notices import notices_for
 from corral.backends.backend import Backend, BackendSpec
 from corral.backends.breaker import CircuitBreaker
 from corral.backends.fleet import Fleet
@@ -28,12 +34,14 @@ from corral.http.fleet import FleetRoutes
 from corral.http.ops import OpsRoutes
 from corral.http.proxy import Gateway
 from corral.http.server import HttpServer, ServerLimits
-from corral.observability.logs import AccessLog, configure_logging
+from corral.observability.logs import AccessLog, configure_logging, raw_writer
 from corral.observability.metrics import Metrics
 from corral.routing.balancer import make_balancer
 from corral.routing.queue import Router
 from corral.services import Services
 from corral.settings import Settings, SettingsError
+from corral.storage.engine import Database
+from corral.storage.keys import SqlKeyStore
 
 log = logging.getLogger("corral")
 
@@ -76,13 +84,25 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         fleet=lambda: fleet.backends,
         router=router,
     )
+    database = Database.from_settings(settings)
+    store = SqlKeyStore(database)
+    keyring = KeyRing(store, interval=settings.auth.refresh_interval)
+    key_notices = notices_for(settings)
+    key_activity = KeyActivity(store, interval=settings.auth.flush_interval)
+    key_admin = AdminService(store, key_notices, keyring=keyring)
     return Services(
+        database=database,
+        keyring=keyring,
+        key_notices=key_notices,
+        key_activity=key_activity,
+        access=AccessControl(settings, Authenticator(keyring), key_activity),
+        key_admin=key_admin,
         settings=settings,
         backends=backends,
         fleet=fleet,
         fleet_routes=FleetRoutes(fleet),
         router=router,
-        admin=AdminRoutes(fleet, router, settings.admin_token),
+        admin=AdminRoutes(fleet, router, settings.admin_token, key_admin),
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
         metrics=metrics,
@@ -96,6 +116,7 @@ class App:
     def __init__(self, settings: Settings, *, access_log: AccessLog | None = None) -> None:
         self.settings = settings
         self.services = build_services(settings, access_log)
+        self.services.key_admin.reloader = SettingsReloader(lambda: self.settings, self.reload)
         self.gateway = Gateway(self.services)
         limits = ServerLimits(
             max_header_size=settings.max_header_size,
@@ -117,6 +138,12 @@ class App:
         return f"http://{self.settings.host}:{self.port}"
 
     async def start(self) -> None:
+        services = self.services
+        # Keys are in memory before the first request: auth never waits on the database.
+        await services.database.start()
+        await services.keyring.start()
+        await services.key_notices.start(services.keyring.notify)
+        services.key_activity.start()
         self.services.access_log.start()
         await self.server.start(self.settings.host, self.settings.port)
         # Learn which backends answer, and what they hold, before the first request needs it.
@@ -127,8 +154,9 @@ class App:
 
     async def reload(self, settings: Settings) -> None:
         """Apply new settings without dropping a request: the backend list (added ones are
-        checked first, removed ones finish what they serve), queue bounds, strategy, CORS and
-        the admin token. The listening address needs a restart."""
+        checked first, removed ones finish what they serve), queue bounds, strategy, CORS, the
+        admin token and access control (settings keys, IP rules, trusted proxies). The listening
+        address needs a restart."""
         services = self.services
         if (settings.host, settings.port) != (self.settings.host, self.settings.port):
             log.warning("host and port changes take effect at the next start")
@@ -144,19 +172,31 @@ class App:
             )
         services.cors = CorsPolicy(settings.cors_origins)
         services.admin.admin_token = settings.admin_token
+        services.access.reconfigure(settings)
+        services.keyring.interval = settings.auth.refresh_interval
         services.settings = self.settings = settings
 
     async def aclose(self) -> None:
         """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
         await self.server.aclose()
         await self.services.fleet.aclose()
+        services = self.services
+        await services.key_notices.aclose()
+        await services.keyring.aclose()
+        await services.key_activity.aclose()  # writes the last counters
+        await services.database.aclose()
         await self.services.access_log.aclose()
 
 
 async def serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> None:
     """Run corral until SIGINT or SIGTERM; on SIGHUP, ``reload()`` new settings and apply them."""
-    configure_logging(settings.log_level)
-    app = App(settings)
+    handler = configure_logging(
+        settings.log_level,
+        log_file=settings.log_file,
+        max_bytes=settings.log_max_bytes,
+        backups=settings.log_backups,
+    )
+    app = App(settings, access_log=AccessLog(write=raw_writer(handler)))
     await app.start()
     log.info(
         "corral listening on %s",

@@ -1,5 +1,6 @@
-"""JSON logs on standard error: lifecycle events through ``logging``, and one access-log line
-per request through :class:`AccessLog`, which never makes a request wait on I/O.
+"""JSON logs, on standard error or in a size-rotated file (``log_file``): lifecycle events
+through ``logging``, and one access-log line per request through :class:`AccessLog`, which never
+makes a request wait on I/O.
 
 The access log appends a dict to a bounded deque; a background task serialises and writes them
 in batches. A full deque drops lines and counts them (``dropped``) instead of blocking.
@@ -13,6 +14,9 @@ import logging
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import orjson
@@ -35,13 +39,65 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "info", stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+def configure_logging(
+    level: str = "info",
+    stream: Any = None,
+    *,
+    log_file: Path | None = None,
+    max_bytes: int = 10 * 1024 * 1024,
+    backups: int = 5,
+) -> logging.Handler:
+    """JSON lines for the ``corral`` loggers, to ``log_file`` (rotated at ``max_bytes``, keeping
+    ``backups`` old files) or to standard error. Returns the handler, which the access log
+    shares so both kinds of line land in one place."""
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(
+            log_file, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("corral")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    return handler
+
+
+def raw_writer(handler: logging.Handler) -> Callable[[bytes], None]:
+    """Write already-formatted lines through ``handler``'s stream, rotating a log file when due."""
+    if isinstance(handler, RotatingFileHandler):
+        rotating = handler
+
+        def write_file(data: bytes) -> None:
+            text = data.decode()
+            probe = logging.makeLogRecord({"msg": text})
+            rotating.acquire()
+            try:
+                if rotating.shouldRollover(probe):
+                    rotating.doRollover()
+                if rotating.stream is None:
+                    rotating.stream = rotating._open()
+                rotating.stream.write(text)
+                rotating.stream.flush()
+            finally:
+                rotating.release()
+
+        return write_file
+
+    stream = getattr(handler, "stream", None) or sys.stderr
+
+    def write_stream(data: bytes) -> None:
+        buffer = getattr(stream, "buffer", None)
+        if buffer is not None:
+            buffer.write(data)
+        else:
+            stream.write(data.decode())
+        stream.flush()
+
+    return write_stream
 
 
 class AccessLog:
@@ -54,9 +110,15 @@ class AccessLog:
     """
 
     def __init__(
-        self, stream: BinaryIO | None = None, capacity: int = 100_000, interval: float = 0.2
+        self,
+        stream: BinaryIO | None = None,
+        capacity: int = 100_000,
+        interval: float = 0.2,
+        *,
+        write: Callable[[bytes], None] | None = None,
     ) -> None:
         self._stream = stream
+        self._write = write
         self.pending: deque[dict[str, Any]] = deque()
         self.capacity = capacity
         self.interval = interval
@@ -80,15 +142,19 @@ class AccessLog:
     def flush(self) -> None:
         if not self.pending:
             return
-        stream = self._stream or sys.stderr.buffer
         lines = []
         pending = self.pending
         while pending:
             lines.append(orjson.dumps(pending.popleft(), default=str))
         lines.append(b"")
+        data = b"\n".join(lines)
         with contextlib.suppress(OSError, ValueError):
-            stream.write(b"\n".join(lines))
-            stream.flush()
+            if self._write is not None:
+                self._write(data)
+            else:
+                stream = self._stream or sys.stderr.buffer
+                stream.write(data)
+                stream.flush()
 
     async def aclose(self) -> None:
         if self._task is not None:
