@@ -14,8 +14,9 @@ A corral name (``CORRAL_*``) always beats an alias of the same setting. Names le
 because they are too generic to claim for corral (a shell or platform sets them for other
 programs) or because corral has no such setting yet:
 
-- seed 002 (LlamaGate): ``PORT``, ``DEBUG``, ``TIMEOUT``, ``API_KEY``, ``RATE_LIMIT_RPS``,
-  ``LOG_FILE``;
+- seed 002 (LlamaGate): ``PORT``, ``TIMEOUT``, ``RATE_LIMIT_RPS``
+  (its ``API_KEY`` is read: people who set it meant to lock the gateway, and ignoring it would
+  leave it open);
 - seed 000: ``GATEWAY_LISTEN_ADDR`` (only mentioned as a possible extension);
 - seed 003 (flags ``--port/-p``, ``--backends/-b``) and seed 004 (``-port``, ``-ollama-url``) are
   covered by corral's own flags, see :mod:`corral.cli.main`.
@@ -56,6 +57,19 @@ def _one_backend(value: Any) -> Mapping[str, object]:
     return {"backends": [value] if isinstance(value, str) else value}
 
 
+def _ip_lists(value: Any) -> Mapping[str, object]:
+    """Seed 001's ``"security": {"allowIps": [...], "denyIps": [...]}``."""
+    if not isinstance(value, Mapping):
+        return {"allow_ips": value}  # reported by validation under the seed's name
+    return {"allow_ips": value.get("allowIps") or [], "deny_ips": value.get("denyIps") or []}
+
+
+def _debug(value: Any) -> Mapping[str, object]:
+    """``DEBUG=true`` turns on debug logging; anything else leaves the level alone."""
+    truthy = str(value).strip().lower() in ("1", "true", "yes", "on")
+    return {"log_level": "debug"} if truthy else {}
+
+
 def _listen_address(value: Any) -> Mapping[str, object]:
     """Go's listen address: ``"0.0.0.0:8080"``, ``":8080"`` (every interface), ``"[::]:8080"``."""
     if not isinstance(value, str) or ":" not in value:
@@ -82,6 +96,9 @@ ENV_ALIASES: tuple[Alias, ...] = (
     Alias("OLLAMA_HOST", "002 LlamaGate", _one_backend),
     Alias("OLLAMA_URL", "004 go-ollama-api", _one_backend),
     Alias("LOG_LEVEL", "002 LlamaGate", _to("log_level")),
+    Alias("DEBUG", "002 LlamaGate", _debug),
+    Alias("LOG_FILE", "002 LlamaGate", _to("log_file")),
+    Alias("API_KEY", "002 LlamaGate", _to("auth.keys")),
     Alias("GATEWAY_BACKENDS", "000 go_api_gateway_ollama", _to("backends")),
     Alias("GATEWAY_QUEUE_SIZE", "000 go_api_gateway_ollama", _to("queue_size")),
     Alias("GATEWAY_MAX_QUEUE_WAIT_SECONDS", "000 go_api_gateway_ollama", _to("max_queue_wait")),
@@ -91,11 +108,14 @@ ENV_ALIASES: tuple[Alias, ...] = (
 SEED001_CONFIG_KEYS: tuple[Alias, ...] = (
     Alias("ollamaAddresses", "001 ollama-gateway", _to("backends")),
     Alias("gatewayAddress", "001 ollama-gateway", _listen_address),
+    Alias("authHeaderName", "001 ollama-gateway", _to("auth.header")),
+    Alias("apiKeys", "001 ollama-gateway", _to("auth.keys")),
+    Alias("security", "001 ollama-gateway", _ip_lists),
     Alias("metrics", "001 ollama-gateway", _seed001_metrics),
 )
 # Known seed-001 keys corral has no setting for yet: accepted with a warning, so an existing
 # config.json still loads. Move a key up to SEED001_CONFIG_KEYS when its feature lands.
-SEED001_NOT_YET = frozenset({"logging", "authHeaderName", "apiKeys", "rateLimit", "security"})
+SEED001_NOT_YET = frozenset({"logging", "rateLimit"})
 
 
 class Seed001Config(NamedTuple):
@@ -111,7 +131,7 @@ def from_environment(variables: Mapping[str, str]) -> Iterator[Mapped]:
         # The seeds are Go programs reading os.Getenv, where empty and unset are the same.
         if value.strip():
             for field, raw in alias.convert(value).items():
-                yield Mapped((field,), raw, alias.name)
+                yield Mapped(tuple(field.split(".")), raw, alias.name)
 
 
 def from_seed001_config(data: Mapping[str, Any]) -> Seed001Config:
@@ -121,7 +141,8 @@ def from_seed001_config(data: Mapping[str, Any]) -> Seed001Config:
     for name, value in data.items():
         if name in table:
             found.mapped.extend(
-                Mapped((field,), raw, name) for field, raw in table[name].convert(value).items()
+                Mapped(tuple(field.split(".")), raw, name)
+                for field, raw in table[name].convert(value).items()
             )
         else:
             (found.ignored if name in SEED001_NOT_YET else found.unknown).append(name)

@@ -19,6 +19,7 @@ Environment names are ``CORRAL_`` + the field name in upper case; a field of a n
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -170,6 +172,50 @@ def _default_backends() -> list[BackendSettings]:
     return [BackendSettings(url=DEFAULT_BACKEND_URL)]
 
 
+_PRINTABLE_KEY = re.compile(r"[\x21-\x7e]{1,512}")  # printable ASCII, no spaces
+_HEADER_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}")  # an HTTP token
+
+
+class AuthSettings(Section):
+    """API keys for clients. Auth is on as soon as a key exists (in the database or here), or
+    when ``required`` is set. ``AuthSettings(keys=["sk-local"]).keys[0].get_secret_value()``."""
+
+    required: bool = False
+    """Ask every API request for a key even while no key exists yet."""
+    header: str | None = Field(default=None, pattern=_HEADER_NAME.pattern)
+    """One more header that may carry the key, besides Authorization: Bearer and X-API-Key."""
+    keys: list[SecretStr] = Field(default_factory=list)
+    """Keys declared in the settings instead of the database (printable ASCII)."""
+    refresh_interval: float = Field(default=2.0, gt=0)
+    """Seconds between two looks for key changes made elsewhere (CLI, other instances)."""
+    flush_interval: float = Field(default=5.0, gt=0)
+    """Seconds between two writes of the keys' last use and request and token counters."""
+
+    @field_validator("keys")
+    @classmethod
+    def _printable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        for index, key in enumerate(keys):
+            if not _PRINTABLE_KEY.fullmatch(key.get_secret_value()):
+                # The key itself is never repeated in the message: it may be a real secret.
+                raise ValueError(f"key {index + 1} must be 1-512 printable ASCII characters")
+        return keys
+
+
+def _check_networks(values: list[str]) -> list[str]:
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address or CIDR range") from None
+    return values
+
+
+def _check_database_url(url: str | None) -> str | None:
+    if url is not None and not re.match(r"(sqlite|postgres|postgresql)(\+\w+)?://", url):
+        raise ValueError("must be a sqlite:/// or postgresql:// URL")
+    return url
+
+
 class Settings(Section):
     """Everything corral needs to start. Build one with :func:`load_settings`.
 
@@ -236,8 +282,30 @@ class Settings(Section):
     """Token for the admin API (/admin/*); unset: the admin API is open to loopback only."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """debug, info, warning or error."""
+    log_file: Path | None = None
+    """Write logs to this file (rotated by size) instead of standard error."""
+    log_max_bytes: ByteSize = 10 * MiB
+    """Size at which the log file is rotated."""
+    log_backups: int = Field(default=5, ge=0)
+    """Rotated log files kept."""
     data_dir: Path = Path("./data")
     """Where corral keeps its files."""
+    database_url: Annotated[str | None, AfterValidator(_check_database_url)] = None
+    """Where API keys (and usage) are stored; unset: an SQLite file corral.db in data_dir."""
+    redis_url: str | None = None
+    """Redis shared by every instance (key revocation notices...); unset: in-process only."""
+    redis_prefix: str = "corral:"
+    """Prefix of every Redis key and channel corral uses."""
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    """API keys for clients."""
+    allow_ips: Annotated[list[str], AfterValidator(_check_networks)] = Field(default_factory=list)
+    """Client addresses or CIDR ranges allowed in; empty: every address not denied."""
+    deny_ips: Annotated[list[str], AfterValidator(_check_networks)] = Field(default_factory=list)
+    """Client addresses or CIDR ranges refused with 403; deny wins over allow."""
+    trusted_proxies: Annotated[list[str], AfterValidator(_check_networks)] = Field(
+        default_factory=list
+    )
+    """Proxies whose X-Forwarded-For / Forwarded headers are believed for the client address."""
 
     @field_validator("backends")
     @classmethod
@@ -429,7 +497,9 @@ def _describe(error: ErrorDetails, layer: Layer) -> str:
             where = layer[key][1].describe(loc[size:])
             break
     problem, value = _problem(error), error["input"]
-    if error["type"] != "extra_forbidden" and isinstance(value, str | int | float):
+    field = _field_at(loc)
+    secret = field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
+    if error["type"] != "extra_forbidden" and isinstance(value, str | int | float) and not secret:
         problem += f", got {value!r}"
     return f"{where}: {problem}"
 

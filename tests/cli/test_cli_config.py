@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -39,9 +39,13 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 class FakeApp:
     def __init__(self) -> None:
         self.served: list[Settings] = []
+        self.reloaders: list[Callable[[], Settings] | None] = []
 
-    async def serve(self, settings: Settings) -> None:
+    async def serve(
+        self, settings: Settings, reload: Callable[[], Settings] | None = None
+    ) -> None:
         self.served.append(settings)
+        self.reloaders.append(reload)
 
 
 class FakeSimulator:
@@ -181,6 +185,10 @@ def test_serve_hands_the_loaded_settings_to_the_app(app: FakeApp) -> None:
     assert settings.port == 9300
     assert [b.name for b in settings.backends] == ["gpu1", "b:2"]
     assert settings.strategy == "least_busy"
+    # SIGHUP re-reads the same sources, flags included
+    (reload,) = app.reloaders
+    assert reload is not None
+    assert reload().port == 9300
 
 
 def test_serve_never_falls_back_to_the_simulator(
