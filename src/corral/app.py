@@ -27,7 +27,9 @@ from corral.backends.backend import Backend, BackendSpec
 from corral.backends.breaker import CircuitBreaker
 from corral.backends.fleet import Fleet
 from corral.backends.health import HealthChecker
+from corral.cache.store import open_store
 from corral.http.admin import AdminRoutes
+from corral.http.cache_stage import CacheStage
 from corral.http.cors import CorsPolicy
 from corral.http.errors import render_plain
 from corral.http.fleet import FleetRoutes
@@ -40,7 +42,7 @@ from corral.routing.balancer import make_balancer
 from corral.routing.queue import Router
 from corral.services import Services
 from corral.settings import Settings, SettingsError
-from corral.storage.engine import Database
+from corral.storage.engine import Database, DatabaseUnavailable
 from corral.storage.keys import SqlKeyStore
 
 log = logging.getLogger("corral")
@@ -78,11 +80,19 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         max_queue_wait=settings.max_queue_wait,
     )
     fleet = Fleet(backends, checker)
+    cache = CacheStage(
+        open_store(settings),
+        router,
+        mode=settings.cache_mode,
+        ttl=settings.cache_ttl,
+        max_entry_size=settings.cache_max_entry_size,
+    )
     metrics = Metrics(
         settings.metrics_namespace,
         by_ip=settings.metrics_by_ip,
         fleet=lambda: fleet.backends,
         router=router,
+        cache=cache.report,
     )
     database = Database.from_settings(settings)
     store = SqlKeyStore(database)
@@ -102,7 +112,8 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         fleet=fleet,
         fleet_routes=FleetRoutes(fleet),
         router=router,
-        admin=AdminRoutes(fleet, router, settings.admin_token, key_admin),
+        admin=AdminRoutes(fleet, router, settings.admin_token, key_admin, cache=cache),
+        cache=cache,
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
         metrics=metrics,
@@ -113,10 +124,19 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
 class App:
     """corral, assembled: start it, read its port, close it."""
 
-    def __init__(self, settings: Settings, *, access_log: AccessLog | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        access_log: AccessLog | None = None,
+        load: Callable[[], Settings] | None = None,
+    ) -> None:
         self.settings = settings
         self.services = build_services(settings, access_log)
-        self.services.key_admin.reloader = SettingsReloader(lambda: self.settings, self.reload)
+        if load is not None:  # reads the settings' sources again, for /config/reload
+            self.services.key_admin.reloader = SettingsReloader(
+                lambda: self.settings, load, self.reload
+            )
         self.gateway = Gateway(self.services)
         limits = ServerLimits(
             max_header_size=settings.max_header_size,
@@ -155,8 +175,8 @@ class App:
     async def reload(self, settings: Settings) -> None:
         """Apply new settings without dropping a request: the backend list (added ones are
         checked first, removed ones finish what they serve), queue bounds, strategy, CORS, the
-        admin token and access control (settings keys, IP rules, trusted proxies). The listening
-        address needs a restart."""
+        admin token, access control (settings keys, IP rules, trusted proxies) and the cache's
+        mode and TTL. The listening address needs a restart."""
         services = self.services
         if (settings.host, settings.port) != (self.settings.host, self.settings.port):
             log.warning("host and port changes take effect at the next start")
@@ -174,11 +194,15 @@ class App:
         services.admin.admin_token = settings.admin_token
         services.access.reconfigure(settings)
         services.keyring.interval = settings.auth.refresh_interval
+        services.cache.configure(
+            settings.cache_mode, settings.cache_ttl, settings.cache_max_entry_size
+        )
         services.settings = self.settings = settings
 
     async def aclose(self) -> None:
         """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
         await self.server.aclose()
+        await self.services.cache.aclose()  # after the last answer was kept
         await self.services.fleet.aclose()
         services = self.services
         await services.key_notices.aclose()
@@ -196,8 +220,12 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
         max_bytes=settings.log_max_bytes,
         backups=settings.log_backups,
     )
-    app = App(settings, access_log=AccessLog(write=raw_writer(handler)))
-    await app.start()
+    app = App(settings, access_log=AccessLog(write=raw_writer(handler)), load=reload)
+    try:
+        await app.start()
+    except DatabaseUnavailable as err:
+        log.error("%s", err)  # the keys are not readable: refusing to start is the safe answer
+        raise SystemExit(1) from None
     log.info(
         "corral listening on %s",
         app.url,

@@ -18,8 +18,8 @@ programs) or because corral has no such setting yet:
   (its ``API_KEY`` is read: people who set it meant to lock the gateway, and ignoring it would
   leave it open);
 - seed 000: ``GATEWAY_LISTEN_ADDR`` (only mentioned as a possible extension);
-- seed 003 (flags ``--port/-p``, ``--backends/-b``) and seed 004 (``-port``, ``-ollama-url``) are
-  covered by corral's own flags, see :mod:`corral.cli.main`.
+- seed 003 (flags ``--port/-p``, ``--backends/-b``, ``--cache-ttl/-c``) and seed 004 (``-port``,
+  ``-ollama-url``) are covered by corral's own flags, see :mod:`corral.cli.main`.
 """
 
 from __future__ import annotations

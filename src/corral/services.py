@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from corral.admin import AdminService
+from corral.auth.access import AccessControl
+from corral.auth.activity import KeyActivity
+from corral.auth.keyring import KeyRing
+from corral.auth.notices import KeyNotices
 from corral.backends.backend import Backend
 from corral.backends.fleet import Fleet
 from corral.http.admin import AdminRoutes
+from corral.http.cache_stage import CacheStage
 from corral.http.cors import CorsPolicy
 from corral.http.fleet import FleetRoutes
 from corral.http.ops import OpsRoutes
@@ -14,6 +20,7 @@ from corral.observability.logs import AccessLog
 from corral.observability.metrics import Metrics
 from corral.routing.queue import Router
 from corral.settings import Settings
+from corral.storage.engine import Database
 
 
 @dataclass(slots=True)
@@ -28,3 +35,12 @@ class Services:
     access_log: AccessLog
     metrics: Metrics
     admin: AdminRoutes
+    cache: CacheStage
+    # Access control: the key database, its in-memory copy, change notices between instances,
+    # per-key counters, and the IP/key checks the gateway runs.
+    database: Database
+    keyring: KeyRing
+    key_notices: KeyNotices
+    key_activity: KeyActivity
+    access: AccessControl
+    key_admin: AdminService

@@ -182,7 +182,7 @@ class AuthSettings(Section):
 
     required: bool = False
     """Ask every API request for a key even while no key exists yet."""
-    header: str | None = Field(default=None, pattern=_HEADER_NAME.pattern)
+    header: str | None = Field(default=None, pattern=f"^{_HEADER_NAME.pattern}$")
     """One more header that may carry the key, besides Authorization: Bearer and X-API-Key."""
     keys: list[SecretStr] = Field(default_factory=list)
     """Keys declared in the settings instead of the database (printable ASCII)."""
@@ -195,9 +195,13 @@ class AuthSettings(Section):
     @classmethod
     def _printable_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
         for index, key in enumerate(keys):
-            if not _PRINTABLE_KEY.fullmatch(key.get_secret_value()):
+            text = key.get_secret_value()
+            if not _PRINTABLE_KEY.fullmatch(text):
                 # The key itself is never repeated in the message: it may be a real secret.
                 raise ValueError(f"key {index + 1} must be 1-512 printable ASCII characters")
+            if not text.strip("*"):
+                # What `corral config` prints in place of a secret: never a key anyone can send.
+                raise ValueError(f"key {index + 1} is a masked value, not a key")
         return keys
 
 
@@ -293,9 +297,17 @@ class Settings(Section):
     database_url: Annotated[str | None, AfterValidator(_check_database_url)] = None
     """Where API keys (and usage) are stored; unset: an SQLite file corral.db in data_dir."""
     redis_url: str | None = None
-    """Redis shared by every instance (key revocation notices...); unset: in-process only."""
+    """Redis shared by every instance (key revocation notices, cache...); unset: in-process only."""
     redis_prefix: str = "corral:"
     """Prefix of every Redis key and channel corral uses."""
+    cache_mode: Literal["deterministic", "all", "off"] = "deterministic"
+    """Answers cached: deterministic (embeddings; temperature 0 or a fixed seed), all, or off."""
+    cache_ttl: float = Field(default=3600.0, gt=0)
+    """Seconds a cached answer is served (seed 003's --cache-ttl)."""
+    cache_max_size: ByteSize = 128 * MiB
+    """Bytes of answers the in-process cache holds; with redis_url the cache is in Redis."""
+    cache_max_entry_size: ByteSize = 4 * MiB
+    """Largest answer that is cached."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
     """API keys for clients."""
     allow_ips: Annotated[list[str], AfterValidator(_check_networks)] = Field(default_factory=list)

@@ -79,7 +79,9 @@ class Fleet:
         for backend in backends:
             if backend.models is not None:
                 for model in added:
-                    backend.models.setdefault(model, "")
+                    # Present, digest unknown until the re-read: a re-pull may have changed it,
+                    # and the cache must not serve the old model's answers meanwhile.
+                    backend.models[model] = ""
                 for model in removed:
                     backend.models.pop(model, None)
                     backend.loaded.pop(model, None)

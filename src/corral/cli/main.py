@@ -21,6 +21,9 @@ import click
 
 from corral import __version__
 from corral.cli.backends import backends
+from corral.cli.cache import cache
+from corral.cli.keys import SEED_COMMANDS, keys
+from corral.cli.shell import shell
 from corral.settings import BackendSettings, Settings, SettingsError, load_settings
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -39,6 +42,11 @@ def main() -> None:
 
 
 main.add_command(backends)
+main.add_command(keys)
+main.add_command(shell)
+for _seed_command in SEED_COMMANDS:  # seed 004 ran these by name: `corral generatekey`
+    main.add_command(_seed_command, _seed_command.name)
+main.add_command(cache)
 
 
 def settings_options(command: Command) -> Command:
@@ -60,6 +68,8 @@ def settings_options(command: Command) -> Command:
         click.option("--queue-size", help="Requests that may wait for a free backend."),
         click.option("--max-queue-wait", help="Seconds a request may wait; 0 = unlimited."),
         click.option("--log-level", help="debug, info, warning or error."),
+        click.option("--cache-mode", help="deterministic, all or off."),
+        click.option("-c", "--cache-ttl", help="Seconds a cached answer is served."),
     )  # fmt: skip
     for option in reversed(options):
         command = option(command)

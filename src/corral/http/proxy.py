@@ -1,4 +1,5 @@
-"""The request flow of DESIGN.md §3 for API routes: edge, parse, route and queue, relay, record.
+"""The request flow of DESIGN.md §3 for API routes: edge, parse, cache, route and queue, relay,
+record.
 
 :class:`Gateway` is the server's handler. Each stage is a method; stages that answer from memory
 do not suspend. Errors are ``CorralError`` subclasses, rendered once per surface at the end.
@@ -45,6 +46,7 @@ from corral.routing.queue import Lease
 
 if TYPE_CHECKING:
     from corral.backends.backend import Backend
+    from corral.http.cache_ticket import Ticket
     from corral.services import Services
 
 log = logging.getLogger("corral.proxy")
@@ -110,12 +112,20 @@ class Gateway:
         if cors:
             extra += cors
         surface = routes.surface_of(request.path)
+        access = self.services.access
+        client_ip = state["client_ip"] = access.client_ip(request)
         try:
+            # IP rules come first: a denied client gets 403 before anything else runs.
+            access.check_ip(client_ip)
             if request.path == self._metrics_path:
                 response = self._metrics(request)
                 response.headers.extend(extra)
                 return response
-            endpoint = routes.match(request.method, request.path)
+            if request.path == "/generate":  # seed 004's name for Ollama's /api/generate
+                request.path = "/api/generate"
+            endpoint = self.services.admin.match(request.path) or routes.match(
+                request.method, request.path
+            )
             surface = endpoint.surface
             state["route"] = endpoint.name
             if request.method == "OPTIONS":
@@ -123,21 +133,24 @@ class Gateway:
                 response = self.services.cors.preflight(request)
                 extra = extra[:1]
             elif endpoint.kind == "local":
+                access.check_local(request, endpoint)
                 response = await self.services.ops.answer(endpoint, request)
             elif endpoint.kind == "admin":
                 response = await self.services.admin.answer(request)
             elif endpoint.kind == "fleet":
-                call = self._parse(endpoint, request)
+                call = access.admit(request, endpoint, self._parse)
                 state["model"] = call.model
                 headers = self._upstream_headers(request, request_id)
                 response = await self.services.fleet_routes.answer(
                     endpoint.name, request, call, headers
                 )
             else:
-                call = self._parse(endpoint, request)
+                # The key is checked, and removed from what goes upstream, before routing.
+                call = access.admit(request, endpoint, self._parse)
                 state["model"] = call.model
                 response = await self._forward(call, request, extra)
                 if isinstance(response, RelayResponse):
+                    access.track(request, response)
                     return response
         except CorralError as err:
             state["error"] = err.message
@@ -196,7 +209,13 @@ class Gateway:
     # ---- route, queue and relay -----------------------------------------------------------
 
     def _upstream_headers(self, request: Request, request_id: str) -> HeaderList:
-        headers = [(n, v) for n, v in request.headers.raw if n.lower() not in _NOT_FORWARDED]
+        # A client's credentials are corral's business only: no backend ever sees them.
+        credentials = self.services.access.credential_headers
+        headers = [
+            (n, v)
+            for n, v in request.headers.raw
+            if (name := n.lower()) not in _NOT_FORWARDED and name not in credentials
+        ]
         forwarded = request.headers.get_bytes(b"x-forwarded-for")
         client = request.client[0].encode()
         headers.append((b"X-Forwarded-For", forwarded + b", " + client if forwarded else client))
@@ -204,6 +223,25 @@ class Gateway:
         return headers
 
     async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:
+        """The cache stage (a hit is answered here), then route, queue and relay."""
+        ticket = self.services.cache.admit(call, request)
+        if ticket is None:
+            return await self._send(call, request, extra)
+        relayed = False
+        try:
+            hit = ticket.hit if ticket.settled else await ticket.settle()
+            if hit is not None:
+                return hit
+            extra.append(ticket.header)
+            response = await self._send(call, request, extra)
+            relayed = True  # from here the relay's end keeps and shares the answer
+            return response
+        finally:
+            if not relayed:
+                # An error, or a client that left: requests waiting for this one go on alone.
+                ticket.abandon()
+
+    async def _send(self, call: Call, request: Request, extra: HeaderList) -> Response:
         services = self.services
         state = request.state
         target = request.path.encode("latin-1")
@@ -306,9 +344,12 @@ class Gateway:
         state["backend"] = lease.backend.name
 
         backend = lease.backend
+        ticket: Ticket | None = state.get("cache_ticket")
 
         def done(outcome: RelayOutcome) -> None:
             lease.release()
+            if ticket is not None:
+                ticket.finish(upstream, outcome)
             status = upstream.status
             model = call.model_key
             if outcome.error is not None:
@@ -336,7 +377,10 @@ class Gateway:
             self._log(request, status, outcome.bytes_sent, outcome)
 
         keep_alive = keep_alive_seconds(call.fields.get("keep_alive"))
-        return RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
+        relay = RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
+        if ticket is not None:
+            ticket.attach(relay)
+        return relay
 
     # ---- record ---------------------------------------------------------------------------
 
@@ -372,14 +416,16 @@ class Gateway:
         started = state.get("started", now)
         entry: dict[str, Any] = {
             "request_id": state.get("request_id"),
-            "client": request.client[0],
+            "client": state.get("client_ip") or request.client[0],
             "method": request.method,
             "route": state.get("route", "unmatched"),
             "status": status,
             "bytes": size,
             "duration_ms": round((now - started) * 1000, 3),
         }
-        for key in ("model", "backend", "queue_ms", "prompt_tokens", "generated_tokens", "error"):
+        for key in (
+            "model", "backend", "cache", "queue_ms", "prompt_tokens", "generated_tokens", "error"
+        ):
             value = state.get(key)
             if value is not None:
                 entry[key] = value

@@ -64,7 +64,17 @@ class RelayOutcome:
 class RelayResponse(Response):
     """Relays ``upstream`` to the client; ``on_done`` runs once, however the relay ends."""
 
-    __slots__ = ("_chunked", "_done", "_sink", "_sse", "_upstream", "on_done", "outcome")
+    __slots__ = (
+        "_chunked",
+        "_done",
+        "_sink",
+        "_sse",
+        "_upstream",
+        "on_done",
+        "outcome",
+        "tap",
+        "tap_limit",
+    )
 
     def __init__(
         self,
@@ -84,6 +94,10 @@ class RelayResponse(Response):
         self._chunked = False
         self.on_done = on_done
         self.outcome = RelayOutcome()
+        # Set by the cache stage when the answer is to be kept: every chunk is appended, until
+        # the answer grows past tap_limit bytes (then it is not kept, and the tap is dropped).
+        self.tap: list[bytes] | None = None
+        self.tap_limit = 0
 
     async def send(self, sink: ResponseSink) -> None:
         upstream = self._upstream
@@ -127,6 +141,12 @@ class RelayResponse(Response):
         outcome.bytes_sent += len(data)
         outcome.previous_chunk = outcome.last_chunk
         outcome.last_chunk = data
+        tap = self.tap
+        if tap is not None:
+            if outcome.bytes_sent <= self.tap_limit:
+                tap.append(data)
+            else:
+                self.tap = None
         sink.write(data)
 
     def on_complete(self) -> None:

@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from corral.backends.backend import Backend
+    from corral.cache.report import CacheReport
     from corral.routing.queue import Router
 
 Labels = tuple[str, ...]
@@ -82,6 +83,12 @@ def _counter(
     return family
 
 
+def _total(name: str, doc: str, value: float) -> Metric:
+    family = CounterMetricFamily(name, doc)
+    family.add_metric([], float(value))
+    return family
+
+
 def _gauge(name: str, doc: str, value: float) -> Metric:
     family = GaugeMetricFamily(name, doc)
     family.add_metric([], float(value))
@@ -99,8 +106,11 @@ class Metrics(Collector):
         fleet: Callable[[], Sequence[Backend]] = list,
         router: Router | None = None,
         api_keys: Callable[[], int] = lambda: 0,
+        cache: Callable[[], CacheReport | None] = lambda: None,
     ) -> None:
         self.ns = namespace
+        # The response cache counts for itself (plain integers); read here at scrape time.
+        self._cache = cache
         self.by_ip = by_ip
         self._fleet = fleet
         self._router = router
@@ -228,6 +238,30 @@ class Metrics(Collector):
             "corral_rate_limited", "Requests denied by a limit", ("limit",), self.rate_limited
         )
         yield from self._fleet_gauges(backends)
+        cache = self._cache()
+        if cache is not None:
+            yield from self._cache_metrics(cache)
+
+    def _cache_metrics(self, report: CacheReport) -> Iterator[Metric]:
+        counters, store = report
+        # seed 003's names for hits, misses and size; corral's own for the rest
+        yield _total("ollama_cache_hits", "Total cache hits", counters.hits)
+        yield _total("ollama_cache_misses", "Total cache misses", counters.misses)
+        yield _total(
+            "corral_cache_bypasses", "Requests the cache did not look up", counters.bypasses
+        )
+        yield _total(
+            "corral_cache_coalesced", "Hits shared by an identical request in flight",
+            counters.coalesced,
+        )  # fmt: skip
+        yield _total("corral_cache_errors", "Cache store failures", counters.errors)
+        if store is not None:
+            yield _gauge("ollama_cache_size", "Current number of items in cache", store.entries)
+            yield _gauge("corral_cache_bytes", "Bytes of cached answers held", store.bytes)
+            yield _total("corral_cache_stores", "Answers stored in the cache", store.stores)
+            yield _total(
+                "corral_cache_evictions", "Answers pushed out to make room", store.evictions
+            )
 
     def _fleet_gauges(self, backends: Sequence[Backend]) -> Iterator[Metric]:
         in_flight = GaugeMetricFamily("corral_in_flight", "Requests in flight", labels=["backend"])

@@ -1,0 +1,79 @@
+"""Upgrading a database to the schema this corral needs, in place, with the shipped migrations.
+
+A database already at :data:`HEAD_REVISION` is recognised with one query, without loading Alembic
+(which a long-running corral would otherwise carry in memory for nothing)::
+
+    await upgrade(engine)            # no-op when current; else every step up to the head
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest file in migrations/versions; a test holds the two together.
+HEAD_REVISION = "0002"
+HEAD = "head"
+# Any fixed number: instances starting together on one PostgreSQL take turns migrating.
+_PG_LOCK = 0x636F7272616C  # "corral"
+
+
+def _config(connection: sa.Connection | None) -> Config:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+def upgrade_sync(connection: sa.Connection, revision: str = HEAD) -> None:
+    from alembic import command
+
+    command.upgrade(_config(connection), revision)
+
+
+def current_sync(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def script_head() -> str | None:
+    """The head revision according to the migration scripts themselves."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_config(None)).get_current_head()
+
+
+async def is_current(engine: AsyncEngine) -> bool:
+    async with engine.connect() as conn:
+        try:
+            found = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
+        except DBAPIError:  # no such table: a new database
+            return False
+    return bool(found == HEAD_REVISION)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = HEAD) -> None:
+    """Bring the database at ``engine`` to ``revision`` (the newest schema by default)."""
+    if revision == HEAD and await is_current(engine):
+        return
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Held until this transaction ends: the second instance then finds nothing to do.
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+        await conn.run_sync(upgrade_sync, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(current_sync)

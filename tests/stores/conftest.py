@@ -1,0 +1,3 @@
+from tests.stores.backing import database_url, postgres_url, redis_space
+
+__all__ = ["database_url", "postgres_url", "redis_space"]

@@ -1,0 +1,120 @@
+"""Schema migrations: a new database gets the whole schema, an old one is upgraded in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from corral.auth.authenticator import Authenticator
+from corral.auth.keyformat import new_key
+from corral.auth.keyring import KeyRing
+from corral.settings import Settings
+from corral.storage import migrate
+from corral.storage.engine import Database, async_url
+from corral.storage.keys import SqlKeyStore
+from tests.stores.backing import sqlite_url
+
+
+def test_the_head_constant_names_the_newest_migration() -> None:
+    assert migrate.script_head() == migrate.HEAD_REVISION
+
+
+async def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "fresh" / "data")
+    database = Database.from_settings(settings)
+    await database.start()
+    try:
+        assert (tmp_path / "fresh" / "data" / "corral.db").is_file()
+        async with database.engine.connect() as conn:
+            assert await conn.scalar(sa.text("PRAGMA journal_mode")) == "wal"
+        assert await migrate.current_revision(database.engine) == migrate.HEAD_REVISION
+    finally:
+        await database.aclose()
+
+
+async def test_starting_again_on_a_current_database_changes_nothing(database_url: str) -> None:
+    for _ in range(2):
+        database = Database(database_url)
+        await database.start()
+        assert await migrate.is_current(database.engine)
+        await database.aclose()
+
+
+async def write_version_1_database(url: str, plaintext: str, prefix: str, digest: bytes) -> None:
+    """What corral at schema 0001 left behind: the table as it was, and one key in it."""
+    engine = create_async_engine(async_url(url))
+    try:
+        await migrate.upgrade(engine, "0001")
+        assert await migrate.current_revision(engine) == "0001"
+        async with engine.begin() as conn:
+            columns = {row[1] for row in (await conn.execute(sa.text("PRAGMA table_info(api_keys)")))}
+            assert "rpm" not in columns and "request_count" not in columns
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO api_keys (name, description, prefix, digest, created_at,"
+                    " updated_at, active) VALUES ('old', 'from 0001', :prefix, :digest,"
+                    " '2025-01-02 03:04:05.000000', '2025-01-02 03:04:05.000000', 1)"
+                ),
+                {"prefix": prefix, "digest": digest.hex()},
+            )
+            await conn.execute(sa.text("UPDATE key_revision SET version = version + 1"))
+    finally:
+        await engine.dispose()
+
+
+async def test_a_version_1_sqlite_database_upgrades_without_losing_keys(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    issued = new_key()
+    await write_version_1_database(url, issued.plaintext, issued.prefix, issued.digest)
+
+    database = Database(url)
+    await database.start()  # what a newer corral does on start: upgrade in place
+    try:
+        assert await migrate.current_revision(database.engine) == migrate.HEAD_REVISION
+        store = SqlKeyStore(database)
+        (record,) = await store.list()
+        assert (record.name, record.description, record.prefix) == ("old", "from 0001", issued.prefix)
+        assert record.created_at == datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+        assert (record.rpm, record.models, record.request_count, record.token_count) == (
+            None,
+            None,
+            0,
+            0,
+        )
+        ring = KeyRing(store, interval=60)
+        await ring.load()
+        assert Authenticator(ring).verify(issued.plaintext).name == "old"
+        async with database.engine.connect() as conn:
+            tables = set(
+                await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
+            )
+        assert {"usage", "webhooks", "webhook_outbox", "key_revision"} <= tables
+    finally:
+        await database.aclose()
+
+
+async def test_postgresql_gets_the_same_schema(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    await database.start()
+    try:
+        async with database.engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("api_keys")}
+            )
+        assert {"digest", "prefix", "models", "rpm", "tpm", "request_count"} <= columns
+        assert "plaintext" not in columns and "key" not in columns
+    finally:
+        await database.aclose()
+
+
+@pytest.mark.parametrize("text", ["postgres://u@h/db", "postgresql://u@h/db", "sqlite:///x.db"])
+def test_database_urls_get_an_async_driver(text: str) -> None:
+    assert async_url(text).drivername in ("postgresql+asyncpg", "sqlite+aiosqlite")
+
+
+def test_the_displayed_url_hides_the_password() -> None:
+    assert "s3cret" not in Database("postgresql://corral:s3cret@db/corral").display_url
