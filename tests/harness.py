@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -33,6 +35,8 @@ async def running_corral(
 ) -> AsyncIterator[tuple[App, MemoryAccessLog]]:
     backends = [BackendSettings(url=u, max_concurrency=max_concurrency) for u in backend_urls]
     log = MemoryAccessLog()
+    # Never the developer's ./data: keys created there would lock every test out.
+    settings.setdefault("data_dir", Path(tempfile.mkdtemp(prefix="corral-test-")))
     app = App(Settings(port=0, backends=backends, **settings), access_log=log)
     await app.start()
     try:

@@ -257,3 +257,12 @@ def test_python_dash_m_corral_help(tmp_path: Path) -> None:
 
 def test_version() -> None:
     assert corral("--version").stdout.strip() == "corral, version 0.1.0"
+
+
+def test_config_listing_never_shows_a_secret() -> None:
+    env = {"CORRAL_ADMIN_TOKEN": "top-secret-admin", "API_KEY": "sk-seed-key"}
+    result = corral("config", env=env)
+    assert result.exit_code == 0, result.output
+    assert "top-secret-admin" not in result.output and "sk-seed-key" not in result.output
+    assert "# admin_token = (secret, not shown)" in result.output
+    assert "**********" not in result.output

@@ -24,6 +24,8 @@ from corral.cli.backends import backends
 from corral.cli.cache import cache
 from corral.cli.keys import SEED_COMMANDS, keys
 from corral.cli.shell import shell
+from corral.cli.usage import usage
+from corral.cli.webhooks import SEED_WEBHOOK_COMMANDS, webhooks
 from corral.settings import BackendSettings, Settings, SettingsError, load_settings
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -47,6 +49,10 @@ main.add_command(shell)
 for _seed_command in SEED_COMMANDS:  # seed 004 ran these by name: `corral generatekey`
     main.add_command(_seed_command, _seed_command.name)
 main.add_command(cache)
+main.add_command(usage)
+main.add_command(webhooks)
+for _seed_command in SEED_WEBHOOK_COMMANDS:  # seed 004's `addwebhook URL`, ...
+    main.add_command(_seed_command, _seed_command.name)
 
 
 def settings_options(command: Command) -> Command:
@@ -70,6 +76,8 @@ def settings_options(command: Command) -> Command:
         click.option("--log-level", help="debug, info, warning or error."),
         click.option("--cache-mode", help="deterministic, all or off."),
         click.option("-c", "--cache-ttl", help="Seconds a cached answer is served."),
+        click.option("--rate-limit", help="Requests per client address per window."),
+        click.option("--rate-window", help="Seconds of the --rate-limit window."),
     )  # fmt: skip
     for option in reversed(options):
         command = option(command)
@@ -247,6 +255,8 @@ def render_toml(settings: Settings) -> str:
         comment = [f"# {description}"] if description else []
         if value is None:
             head += [*comment, f"# {name} = (not set)"]
+        elif _masked(value):
+            head += [*comment, f"# {name} = (secret, not shown)"]
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             tables += ["", *comment]
             for row in value:
@@ -258,6 +268,18 @@ def render_toml(settings: Settings) -> str:
     return "\n".join([*head, *tables]).rstrip("\n") + "\n"
 
 
+def _masked(value: Any) -> bool:
+    """Secrets print as pydantic's mask; written back they would become that string."""
+    masked = "**********"
+    return value == masked or (isinstance(value, list) and masked in value)
+
+
 def _toml_pairs(table: dict[str, Any]) -> list[str]:
     # JSON strings, numbers, booleans and arrays of them are valid TOML as they are.
-    return [f"{key} = {json.dumps(value)}" for key, value in table.items() if value is not None]
+    lines = []
+    for key, value in table.items():
+        if _masked(value):
+            lines.append(f"# {key} = (secret, not shown)")
+        elif value is not None:
+            lines.append(f"{key} = {json.dumps(value)}")
+    return lines
