@@ -26,7 +26,7 @@ import uvloop
 from bench.gcpauses import GcPauses
 from corral.app import App
 from corral.observability.logs import AccessLog, configure_logging
-from corral.settings import BackendSettings, Settings
+from corral.settings import BackendSettings, LimitSettings, ScopeLimits, Settings
 
 # Far above the 500 streams of the largest scenario: the benchmark measures the relay, not the
 # queue in front of a busy backend.
@@ -34,12 +34,23 @@ MAX_CONCURRENCY = 1024
 QUEUE_SIZE = 10_000
 
 
+# BENCH_LIMITS=memory (or redis, with BENCH_REDIS_URL) turns on a request limit and a token
+# budget per client address, far above what the load reaches: what checking them costs.
+LIMITS = LimitSettings(ip=ScopeLimits(requests=10**9, tokens_per_minute=10**12))
+
+
 def bench_settings(port: int, backend: str) -> Settings:
+    limits = os.environ.get("BENCH_LIMITS", "off")
+    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     return Settings(
         port=port,
         backends=[BackendSettings(url=backend, max_concurrency=MAX_CONCURRENCY)],
         queue_size=QUEUE_SIZE,
         log_level="warning",
+        limits=LIMITS if limits in ("memory", "redis") else LimitSettings(),
+        redis_url=redis_url if limits == "redis" else None,
+        redis_prefix=f"corral-bench-{os.getpid()}:",
+        cache_mode="off" if limits == "redis" else "deterministic",
     )
 
 

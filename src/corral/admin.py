@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from corral.auth.keyformat import PREFIX_LENGTH, key_digest, new_key
 from corral.auth.notices import KeyNotices, notices_for
@@ -30,6 +31,10 @@ from corral.storage.keys import KeyChanges, KeyNotFound, KeyRecord, KeySpec, Key
 
 if TYPE_CHECKING:
     from corral.auth.keyring import KeyRing
+    from corral.observability.webhooks import EventSink
+    from corral.storage.outbox import OutboxItem, SqlOutbox
+    from corral.storage.usage import SqlUsageStore, UsageQuery, UsageTotals
+    from corral.storage.webhooks import SqlWebhookStore, WebhookRecord
 
 log = logging.getLogger("corral.admin")
 
@@ -123,12 +128,21 @@ class AdminService:
         keyring: KeyRing | None = None,
         reloader: SettingsReloader | None = None,
         now: Callable[[], datetime] = utcnow,
+        events: EventSink | None = None,
+        webhooks: SqlWebhookStore | None = None,
+        usage: SqlUsageStore | None = None,
+        outbox: SqlOutbox | None = None,
     ) -> None:
         self.store = store
         self.notices = notices
         self.keyring = keyring
         self.reloader = reloader
         self.now = now
+        # Key events for webhooks; the webhook subscriptions; the usage records.
+        self.events = events
+        self.webhooks = webhooks
+        self.usage = usage
+        self.outbox = outbox
 
     async def create_key(self, spec: KeySpec) -> tuple[KeyRecord, str]:
         """A new key; the plaintext is returned here and nowhere else, ever."""
@@ -203,6 +217,50 @@ class AdminService:
             raise KeyNotFound(f"no key with id or name {ref!r}")
         return record
 
+    # ---- webhooks and usage ----------------------------------------------------------------
+
+    async def add_webhook(
+        self, url: str, events: Sequence[str] | str | None = None
+    ) -> tuple[WebhookRecord, str]:
+        """Subscribe ``url`` to ``events`` (default: all but request.completed); the signing
+        secret is returned here and nowhere else."""
+        from corral.observability.webhooks import new_secret
+        from corral.storage.webhooks import check_events, check_url
+
+        secret = new_secret()
+        record = await self._webhooks().create(check_url(url), check_events(events), secret=secret)
+        # Only the host: some receivers (chat services) put their own secret in the path.
+        host = urlsplit(record.url).hostname
+        log.info("webhook added", extra={"fields": {"webhook_id": record.id, "host": host}})
+        return record, secret
+
+    async def list_webhooks(self) -> list[WebhookRecord]:
+        return await self._webhooks().list()
+
+    async def delete_webhook(self, ref: str | int) -> WebhookRecord:
+        text = str(ref).strip()
+        if not text.isdigit():
+            raise BadRequest("a webhook is named by its id (a number)")
+        record = await self._webhooks().delete(int(text))
+        log.info("webhook deleted", extra={"fields": {"webhook_id": record.id}})
+        return record
+
+    async def webhook_deliveries(self, webhook_id: int, limit: int = 100) -> list[OutboxItem]:
+        """The newest deliveries to one webhook, made or owed."""
+        if self.outbox is None:
+            raise BadRequest("webhook deliveries are not available here")
+        return await self.outbox.list(webhook_id, limit)
+
+    async def usage_report(self, query: UsageQuery) -> list[UsageTotals]:
+        if self.usage is None:
+            raise BadRequest("usage records are not available here")
+        return await self.usage.query(query)
+
+    def _webhooks(self) -> SqlWebhookStore:
+        if self.webhooks is None:
+            raise BadRequest("webhooks are not available here")
+        return self.webhooks
+
     async def reload_settings(self) -> dict[str, list[str]]:
         if self.reloader is None:
             raise BadRequest("this corral was not started from settings it can read again")
@@ -219,6 +277,10 @@ class AdminService:
         if self.keyring is not None:
             await self.keyring.refresh()
         await self.notices.publish()
+        if self.events is not None and what in ("created", "revoked"):
+            for record in records:
+                key = {"id": record.id, "name": record.name}  # never the key itself
+                await self.events.publish(f"key.{what}", {"key": key})
 
 
 def _spec_fields(value: KeySpec | KeyChanges) -> dict[str, Any]:
@@ -264,8 +326,21 @@ async def open_admin(settings: Settings) -> AsyncIterator[AdminService]:
     database = Database.from_settings(settings)
     await database.start()
     notices = notices_for(settings)
+    from corral.observability.webhooks import OutboxPublisher
+    from corral.storage.outbox import SqlOutbox
+    from corral.storage.usage import SqlUsageStore
+    from corral.storage.webhooks import SqlWebhookStore
+
+    webhooks, outbox = SqlWebhookStore(database), SqlOutbox(database)
     try:
-        yield AdminService(SqlKeyStore(database), notices)
+        yield AdminService(
+            SqlKeyStore(database),
+            notices,
+            events=OutboxPublisher(webhooks, outbox),
+            webhooks=webhooks,
+            usage=SqlUsageStore(database),
+            outbox=outbox,
+        )
     finally:
         await notices.aclose()
         await database.aclose()

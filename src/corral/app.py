@@ -33,9 +33,14 @@ from corral.http.cache_stage import CacheStage
 from corral.http.cors import CorsPolicy
 from corral.http.errors import render_plain
 from corral.http.fleet import FleetRoutes
+from corral.http.limit_stage import LimitStage
 from corral.http.ops import OpsRoutes
 from corral.http.proxy import Gateway
 from corral.http.server import HttpServer, ServerLimits
+from corral.limits.memory import MemoryLimiter
+from corral.limits.rate import Limiter
+from corral.limits.redis import RedisLimiter
+from corral.observability.accounting import RequestAccounting, open_recording
 from corral.observability.logs import AccessLog, configure_logging, raw_writer
 from corral.observability.metrics import Metrics
 from corral.routing.balancer import make_balancer
@@ -44,6 +49,7 @@ from corral.services import Services
 from corral.settings import Settings, SettingsError
 from corral.storage.engine import Database, DatabaseUnavailable
 from corral.storage.keys import SqlKeyStore
+from corral.storage.usage import SqlUsageStore
 
 log = logging.getLogger("corral")
 
@@ -65,6 +71,13 @@ def make_backend(settings: Settings, spec: BackendSpec) -> Backend:
 
 def backend_specs(settings: Settings) -> list[BackendSpec]:
     return [BackendSpec(b.name, b.host, b.port, b.max_concurrency) for b in settings.backends]
+
+
+def open_limiter(settings: Settings) -> Limiter:
+    """Limits shared through Redis when redis_url is set, else counted in this process."""
+    if settings.redis_url is None:
+        return MemoryLimiter()
+    return RedisLimiter.from_url(settings.redis_url, prefix=settings.redis_prefix + "limits:")
 
 
 def build_services(settings: Settings, access_log: AccessLog | None = None) -> Services:
@@ -100,6 +113,12 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
     key_notices = notices_for(settings)
     key_activity = KeyActivity(store, interval=settings.auth.flush_interval)
     key_admin = AdminService(store, key_notices, keyring=keyring)
+    usage, webhooks = open_recording(settings, database)
+    key_admin.events, key_admin.webhooks = webhooks, webhooks.store
+    key_admin.usage, key_admin.outbox = SqlUsageStore(database), webhooks.outbox
+    for backend in backends:
+        backend.on_state_change = webhooks.backend_changed
+        backend.on_model_loaded = webhooks.model_loaded
     return Services(
         database=database,
         keyring=keyring,
@@ -114,10 +133,14 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         router=router,
         admin=AdminRoutes(fleet, router, settings.admin_token, key_admin, cache=cache),
         cache=cache,
+        limits=LimitStage(open_limiter(settings), settings.limits, metrics),
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
         metrics=metrics,
         access_log=access_log or AccessLog(),
+        usage=usage,
+        webhooks=webhooks,
+        accounting=RequestAccounting(usage, webhooks),
     )
 
 
@@ -164,6 +187,11 @@ class App:
         await services.keyring.start()
         await services.key_notices.start(services.keyring.notify)
         services.key_activity.start()
+        if services.usage is not None:
+            services.usage.start()
+        if services.webhooks is not None:
+            await services.webhooks.pump()  # knows its subscribers before the first request
+            services.webhooks.start()
         self.services.access_log.start()
         await self.server.start(self.settings.host, self.settings.port)
         # Learn which backends answer, and what they hold, before the first request needs it.
@@ -175,14 +203,18 @@ class App:
     async def reload(self, settings: Settings) -> None:
         """Apply new settings without dropping a request: the backend list (added ones are
         checked first, removed ones finish what they serve), queue bounds, strategy, CORS, the
-        admin token, access control (settings keys, IP rules, trusted proxies) and the cache's
-        mode and TTL. The listening address needs a restart."""
+        admin token, access control (settings keys, IP rules, trusted proxies), the cache's
+        mode and TTL, and the limits. The listening address needs a restart."""
         services = self.services
         if (settings.host, settings.port) != (self.settings.host, self.settings.port):
             log.warning("host and port changes take effect at the next start")
         await services.fleet.reconcile(
             backend_specs(settings), lambda spec: make_backend(settings, spec)
         )
+        if services.webhooks is not None:
+            for backend in services.backends:
+                backend.on_state_change = services.webhooks.backend_changed
+                backend.on_model_loaded = services.webhooks.model_loaded
         router = services.router
         router.queue_size = settings.queue_size
         router.max_queue_wait = settings.max_queue_wait
@@ -197,17 +229,23 @@ class App:
         services.cache.configure(
             settings.cache_mode, settings.cache_ttl, settings.cache_max_entry_size
         )
+        services.limits.configure(settings.limits)
         services.settings = self.settings = settings
 
     async def aclose(self) -> None:
         """Stop order: stop accepting, finish in-flight requests, close upstreams, flush logs."""
         await self.server.aclose()
         await self.services.cache.aclose()  # after the last answer was kept
+        await self.services.limits.aclose()  # after the last answer was settled
         await self.services.fleet.aclose()
         services = self.services
         await services.key_notices.aclose()
         await services.keyring.aclose()
         await services.key_activity.aclose()  # writes the last counters
+        if services.usage is not None:
+            await services.usage.aclose()  # writes the last usage records
+        if services.webhooks is not None:
+            await services.webhooks.aclose()  # keeps queued events in the outbox
         await services.database.aclose()
         await self.services.access_log.aclose()
 

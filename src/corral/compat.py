@@ -14,12 +14,16 @@ A corral name (``CORRAL_*``) always beats an alias of the same setting. Names le
 because they are too generic to claim for corral (a shell or platform sets them for other
 programs) or because corral has no such setting yet:
 
-- seed 002 (LlamaGate): ``PORT``, ``TIMEOUT``, ``RATE_LIMIT_RPS``
+- seed 002 (LlamaGate): ``PORT``, ``TIMEOUT``
   (its ``API_KEY`` is read: people who set it meant to lock the gateway, and ignoring it would
   leave it open);
 - seed 000: ``GATEWAY_LISTEN_ADDR`` (only mentioned as a possible extension);
-- seed 003 (flags ``--port/-p``, ``--backends/-b``, ``--cache-ttl/-c``) and seed 004 (``-port``,
+- seed 003 (flags ``--port/-p``, ``--backends/-b``, ``--cache-ttl/-c``, and
+  ``--rate-limit/--rate-window`` through :data:`FLAG_ALIASES`) and seed 004 (``-port``,
   ``-ollama-url``) are covered by corral's own flags, see :mod:`corral.cli.main`.
+
+Seed 004 limited every key to 10 requests a minute; its ``OLLAMA_URL`` brings that default
+along (a ``CORRAL_LIMITS__KEY__*`` setting still wins).
 """
 
 from __future__ import annotations
@@ -90,11 +94,30 @@ def _seed001_metrics(value: Any) -> Mapping[str, object]:
     return {names[k]: v for k, v in value.items() if k in names}
 
 
+def _seed001_rate_limit(value: Any) -> Mapping[str, object]:
+    """``"rateLimit": {"maxRequests": 25, "timeWindowSeconds": 30, "enabled": true}``: requests
+    per client address in a fixed window; nothing while ``enabled`` is false."""
+    if not isinstance(value, Mapping):
+        return {"limits.ip.requests": value}  # reported by validation under the seed's name
+    if value.get("enabled") is not True:
+        return {}
+    found = {"limits.ip.requests": value.get("maxRequests")}
+    if "timeWindowSeconds" in value:
+        found["limits.ip.window"] = value["timeWindowSeconds"]
+    return found
+
+
+def _seed004_url(value: Any) -> Mapping[str, object]:
+    """Seed 004's upstream, and its limit of 10 requests a minute per key."""
+    return {**_one_backend(value), "limits.key.requests": 10, "limits.key.window": 60}
+
+
 # Lowest precedence first: when two aliases of one setting are set, the later row wins. A seed's
 # own gateway name beats OLLAMA_HOST, which people also export for the `ollama` command line.
 ENV_ALIASES: tuple[Alias, ...] = (
     Alias("OLLAMA_HOST", "002 LlamaGate", _one_backend),
-    Alias("OLLAMA_URL", "004 go-ollama-api", _one_backend),
+    Alias("OLLAMA_URL", "004 go-ollama-api", _seed004_url),
+    Alias("RATE_LIMIT_RPS", "002 LlamaGate", _to("limits.overall.rate")),
     Alias("LOG_LEVEL", "002 LlamaGate", _to("log_level")),
     Alias("DEBUG", "002 LlamaGate", _debug),
     Alias("LOG_FILE", "002 LlamaGate", _to("log_file")),
@@ -112,10 +135,14 @@ SEED001_CONFIG_KEYS: tuple[Alias, ...] = (
     Alias("apiKeys", "001 ollama-gateway", _to("auth.keys")),
     Alias("security", "001 ollama-gateway", _ip_lists),
     Alias("metrics", "001 ollama-gateway", _seed001_metrics),
+    Alias("rateLimit", "001 ollama-gateway", _seed001_rate_limit),
 )
 # Known seed-001 keys corral has no setting for yet: accepted with a warning, so an existing
 # config.json still loads. Move a key up to SEED001_CONFIG_KEYS when its feature lands.
-SEED001_NOT_YET = frozenset({"logging", "rateLimit"})
+SEED001_NOT_YET = frozenset({"logging"})
+
+# Seed 003's command-line flags (by their parameter name) for corral settings.
+FLAG_ALIASES = {"rate_limit": "limits.ip.requests", "rate_window": "limits.ip.window"}
 
 
 class Seed001Config(NamedTuple):

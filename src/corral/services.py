@@ -15,9 +15,13 @@ from corral.http.admin import AdminRoutes
 from corral.http.cache_stage import CacheStage
 from corral.http.cors import CorsPolicy
 from corral.http.fleet import FleetRoutes
+from corral.http.limit_stage import LimitStage
 from corral.http.ops import OpsRoutes
+from corral.observability.accounting import RequestAccounting
 from corral.observability.logs import AccessLog
 from corral.observability.metrics import Metrics
+from corral.observability.usage_writer import UsageWriter
+from corral.observability.webhooks import Webhooks
 from corral.routing.queue import Router
 from corral.settings import Settings
 from corral.storage.engine import Database
@@ -36,6 +40,7 @@ class Services:
     metrics: Metrics
     admin: AdminRoutes
     cache: CacheStage
+    limits: LimitStage
     # Access control: the key database, its in-memory copy, change notices between instances,
     # per-key counters, and the IP/key checks the gateway runs.
     database: Database
@@ -44,3 +49,7 @@ class Services:
     key_activity: KeyActivity
     access: AccessControl
     key_admin: AdminService
+    # Usage records and webhook events, both queued in memory and written in the background.
+    usage: UsageWriter | None = None
+    webhooks: Webhooks | None = None
+    accounting: RequestAccounting | None = None

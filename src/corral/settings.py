@@ -205,6 +205,46 @@ class AuthSettings(Section):
         return keys
 
 
+class ScopeLimits(Section):
+    """Limits of one scope (everyone together, one client address, one key, one key on one
+    model); unset: no such limit. ``ScopeLimits(requests=10, window=60)``: 10 a minute."""
+
+    requests: int | None = Field(default=None, ge=1)
+    """Requests per window (a fixed window, starting with the first request)."""
+    window: float = Field(default=60.0, gt=0)
+    """Seconds of the requests window."""
+    rate: float | None = Field(default=None, gt=0)
+    """Requests per second, spread evenly (smooth rate, GCRA)."""
+    burst: int | None = Field(default=None, ge=1)
+    """Requests a smooth rate lets through at once; unset: one second's worth (at least 1)."""
+    tokens_per_minute: int | None = Field(default=None, ge=1)
+    """Prompt plus generated tokens per minute."""
+    tokens_per_day: int | None = Field(default=None, ge=1)
+    """Prompt plus generated tokens per day."""
+    concurrency: int | None = Field(default=None, ge=1)
+    """Requests in flight at once."""
+
+
+class LimitSettings(Section):
+    """Rate and token limits per scope; a key's own rpm, tpm and max_concurrency override the
+    key scope. ``LimitSettings(key=ScopeLimits(requests=60))``."""
+
+    overall: ScopeLimits = Field(default_factory=ScopeLimits)
+    """Limits on every request together (global)."""
+    ip: ScopeLimits = Field(default_factory=ScopeLimits)
+    """Limits per client address."""
+    key: ScopeLimits = Field(default_factory=ScopeLimits)
+    """Limits per API key (requests without a key count per client address here)."""
+    key_model: ScopeLimits = Field(default_factory=ScopeLimits)
+    """Limits per API key and model."""
+    max_tokens: int = Field(default=2048, ge=1)
+    """Generated tokens reserved for a request that sets no num_predict/max_tokens while a
+    token limit applies; corral then sets num_predict to it, so the reservation holds."""
+    on_store_error: Literal["open", "closed"] = "open"
+    """When the shared limiter (Redis) cannot be reached: open lets requests through with a
+    warning and a metric; closed answers 503."""
+
+
 def _check_networks(values: list[str]) -> list[str]:
     for value in values:
         try:
@@ -218,6 +258,34 @@ def _check_database_url(url: str | None) -> str | None:
     if url is not None and not re.match(r"(sqlite|postgres|postgresql)(\+\w+)?://", url):
         raise ValueError("must be a sqlite:/// or postgresql:// URL")
     return url
+
+
+class UsageSettings(Section):
+    """Usage accounting: a record per finished request, written to the database in batches."""
+
+    enabled: bool = True
+    """Record usage (seed 004's apiUsage); off: nothing is queued or written."""
+    queue_size: int = Field(default=10_000, ge=1)
+    """Records waiting for the writer; beyond this they are dropped and counted."""
+    batch_size: int = Field(default=500, ge=1)
+    """Records written per statement."""
+    flush_interval: float = Field(default=1.0, gt=0)
+    """Seconds between two writes when the queue has not reached batch_size."""
+
+
+class WebhookSettings(Section):
+    """Webhook delivery through the database outbox."""
+
+    enabled: bool = True
+    """Deliver webhooks from this instance (events are queued either way)."""
+    timeout: float = Field(default=5.0, gt=0)
+    """Seconds a receiver has to answer a post."""
+    max_attempts: int = Field(default=10, ge=1)
+    """Posts of one delivery before it is given up (kept with its last error)."""
+    interval: float = Field(default=1.0, gt=0)
+    """Seconds between two looks at the outbox for due deliveries."""
+    queue_size: int = Field(default=10_000, ge=1)
+    """Events waiting to be written to the outbox; beyond this they are dropped and counted."""
 
 
 class Settings(Section):
@@ -310,6 +378,8 @@ class Settings(Section):
     """Largest answer that is cached."""
     auth: AuthSettings = Field(default_factory=AuthSettings)
     """API keys for clients."""
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    """Rate, token and concurrency limits; kept in Redis when redis_url is set."""
     allow_ips: Annotated[list[str], AfterValidator(_check_networks)] = Field(default_factory=list)
     """Client addresses or CIDR ranges allowed in; empty: every address not denied."""
     deny_ips: Annotated[list[str], AfterValidator(_check_networks)] = Field(default_factory=list)
@@ -318,6 +388,10 @@ class Settings(Section):
         default_factory=list
     )
     """Proxies whose X-Forwarded-For / Forwarded headers are believed for the client address."""
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+    """Usage accounting (corral usage, GET /admin/usage)."""
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    """Webhook delivery (corral webhooks, /admin/webhooks)."""
 
     @field_validator("backends")
     @classmethod
@@ -377,7 +451,8 @@ def load_settings(
     merged.update(_environment_layer(os.environ if env is None else env, dotenv_path))
     for name, value in (cli_overrides or {}).items():
         if value is not None:
-            merged[tuple(name.split("."))] = (value, Origin("--" + re.sub(r"[._]", "-", name)))
+            key = tuple(compat.FLAG_ALIASES.get(name, name).split("."))
+            merged[key] = (value, Origin("--" + re.sub(r"[._]", "-", name)))
     try:
         return Settings.model_validate(_nest(merged))
     except ValidationError as exc:

@@ -68,7 +68,11 @@ def test_seed_commands_and_keys_commands_at_the_prompt(shell: pexpect.spawn) -> 
     assert "deleted key 1" in run(shell, "removekey " + key)
     assert "no key with id or name 'ghost'" in run(shell, "keys show ghost")
     assert "unknown command 'frobnicate'" in run(shell, "frobnicate")
-    assert "not available in corral yet" in run(shell, "addwebhook http://example.invalid/")
+    added = run(shell, "addwebhook http://example.invalid/hook")
+    assert re.search(r"whsec_[A-Za-z0-9_-]{43}", added) and "shown this once" in added
+    listed = run(shell, "listwebhooks")
+    assert "http://example.invalid/hook" in listed and "whsec_" not in listed
+    assert "deleted webhook 1" in run(shell, "deletewebhook 1")
     assert "keys create --name NAME" in run(shell, "help")
     assert "--max-concurrency" in run(shell, "help keys create")
     shell.send("exit\r")

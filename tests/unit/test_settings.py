@@ -244,7 +244,8 @@ def test_seed001_config_json(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     settings = load(config_file=write(tmp_path / "config.json", json.dumps(seed)))
     assert (settings.host, settings.port) == ("0.0.0.0", 8081)
     assert [b.url for b in settings.backends] == ["http://localhost:11434", "http://gpu2:11434"]
-    assert "rateLimit (config.json) is not supported by corral yet" in caplog.text
+    assert "logging (config.json) is not supported by corral yet" in caplog.text
+    assert settings.limits.ip.requests is None  # "enabled": false
     # apiKeys are read now: declared keys, compared in constant time, never logged
     assert [k.get_secret_value() for k in settings.auth.keys] == ["secret"]
     assert "secret" not in caplog.text

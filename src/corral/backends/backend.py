@@ -83,6 +83,8 @@ class Backend:
         self.latency: float | None = None
         self.load_seconds: dict[str, float] = {}
         self.on_state_change: Callable[[Backend, str], None] | None = None
+        # Told the model's name when a response shows a model newly loaded here.
+        self.on_model_loaded: Callable[[Backend, str], None] | None = None
 
     @property
     def free_slots(self) -> int:
@@ -186,6 +188,8 @@ class Backend:
             return
         context = num_ctx or (previous.context_length if previous else None)
         self.loaded[model] = LoadedModel(model, expires, context)
+        if previous is None and self.on_model_loaded is not None:
+            self.on_model_loaded(self, model)
 
     # ---- active probing --------------------------------------------------------------------
 

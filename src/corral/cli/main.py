@@ -263,6 +263,9 @@ def render_toml(settings: Settings) -> str:
                 tables += [f"[[{name}]]", *_toml_pairs(row), ""]
         elif isinstance(value, dict):
             tables += ["", *comment, f"[{name}]", *_toml_pairs(value)]
+            for key, inner in value.items():
+                if isinstance(inner, dict):  # a section inside a section: limits.ip
+                    tables += ["", f"[{name}.{key}]", *_toml_pairs(inner)]
         else:
             head += [*comment, f"{name} = {json.dumps(value)}"]
     return "\n".join([*head, *tables]).rstrip("\n") + "\n"
@@ -280,6 +283,6 @@ def _toml_pairs(table: dict[str, Any]) -> list[str]:
     for key, value in table.items():
         if _masked(value):
             lines.append(f"# {key} = (secret, not shown)")
-        elif value is not None:
+        elif value is not None and not isinstance(value, dict):
             lines.append(f"{key} = {json.dumps(value)}")
     return lines

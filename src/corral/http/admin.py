@@ -12,6 +12,7 @@ trusted proxies) may use it. A client API key never opens it.
   forgets every cached answer (``{"cleared": n}``).
 - ``GET /admin/keys``, ``POST /admin/keys`` (201, with the key shown this once),
   ``GET|PATCH|DELETE /admin/keys/{id or name}``, ``POST /admin/keys/{id or name}/revoke``.
+- ``GET /admin/usage``, ``/admin/webhooks``...: see :mod:`corral.http.admin_recording`.
 - ``GET /config/new-key`` (seed 001): creates a key and returns it; ``GET /config/reload``
   (seed 001; also ``POST /admin/reload``): reads the settings again.
 
@@ -41,6 +42,7 @@ from corral.errors import (
     Unauthorized,
     Unavailable,
 )
+from corral.http.admin_recording import usage_answer, webhooks_answer
 from corral.http.messages import Request, Response
 from corral.http.routes import Endpoint
 from corral.storage.keys import KeyChanges, KeySpec, describe
@@ -122,6 +124,10 @@ class AdminRoutes:
             return Response.json(200, self.describe(backend.name))
         if parts and parts[0] == "keys":
             return await self._keys(request, parts[1:])
+        if parts == ["usage"]:
+            return await usage_answer(self._service(), request)
+        if parts and parts[0] == "webhooks":
+            return await webhooks_answer(self._service(), request, parts[1:])
         if parts == ["cache"]:
             return await self._cache(request)
         raise NotFound(f"path {request.path!r} not found")

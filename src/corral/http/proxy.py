@@ -1,5 +1,5 @@
-"""The request flow of DESIGN.md §3 for API routes: edge, parse, cache, route and queue, relay,
-record.
+"""The request flow of DESIGN.md §3 for API routes: edge, parse, limits, cache, route and
+queue, relay, record.
 
 :class:`Gateway` is the server's handler. Each stage is a method; stages that answer from memory
 do not suspend. Errors are ``CorralError`` subclasses, rendered once per surface at the end.
@@ -148,7 +148,7 @@ class Gateway:
                 # The key is checked, and removed from what goes upstream, before routing.
                 call = access.admit(request, endpoint, self._parse)
                 state["model"] = call.model
-                response = await self._forward(call, request, extra)
+                response = await self._limited(call, request, extra)
                 if isinstance(response, RelayResponse):
                     access.track(request, response)
                     return response
@@ -221,6 +221,38 @@ class Gateway:
         headers.append((b"X-Forwarded-For", forwarded + b", " + client if forwarded else client))
         headers.append((b"X-Request-ID", request_id.encode()))
         return headers
+
+    async def _limited(self, call: Call, request: Request, extra: HeaderList) -> Response:
+        """The limits stage (429 here), then :meth:`_forward`; what the request reserved is
+        settled when its answer ends."""
+        limits = self.services.limits
+        state = request.state
+        if not limits.applies(state.get("principal")):
+            return await self._forward(call, request, extra)
+        call, admission = await limits.admit(call, request, extra)
+        try:
+            response = await self._forward(call, request, extra)
+        except BaseException:
+            admission.end(0)
+            raise
+        if not isinstance(response, RelayResponse):
+            admission.end(0)  # a cached answer counts as a request, never as tokens
+            return response
+        previous = response.on_done
+        status = response.status
+
+        def done(outcome: RelayOutcome) -> None:
+            if previous is not None:
+                previous(outcome)
+            prompt, generated = state.get("prompt_tokens"), state.get("generated_tokens")
+            if prompt is not None or generated is not None:
+                admission.end((prompt or 0) + (generated or 0))
+            else:
+                # An error answer generated nothing; a cut-off one may have: keep it all.
+                admission.end(0 if status >= 400 else None)
+
+        response.on_done = done
+        return response
 
     async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:
         """The cache stage (a hit is answered here), then route, queue and relay."""
@@ -432,6 +464,9 @@ class Gateway:
         if outcome is not None and outcome.first_byte_at is not None:
             entry["ttfb_ms"] = round((outcome.first_byte_at - started) * 1000, 3)
         self.services.access_log.record(entry)
+        accounting = self.services.accounting
+        if accounting is not None and "model" in state:  # an API call, past its parsing
+            accounting.finished(state, entry)
         self.services.metrics.request(
             request.method, entry["route"], status, now - started, entry["client"]
         )

@@ -133,6 +133,7 @@ class Metrics(Collector):
         self.failovers: dict[Labels, float] = {}  # backend
         self.cancellations: dict[Labels, float] = {}  # stage
         self.rate_limited: dict[Labels, float] = {}  # limit
+        self.limiter_errors = 0.0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -185,6 +186,9 @@ class Metrics(Collector):
     def limited(self, limit: str) -> None:
         self.rate_limited[(limit,)] = self.rate_limited.get((limit,), 0.0) + 1
 
+    def limiter_error(self) -> None:
+        self.limiter_errors += 1
+
     # ---- exposition -----------------------------------------------------------------------
 
     def render(self) -> bytes:
@@ -236,6 +240,11 @@ class Metrics(Collector):
         )
         yield _counter(
             "corral_rate_limited", "Requests denied by a limit", ("limit",), self.rate_limited
+        )
+        yield _total(
+            "corral_limiter_errors",
+            "Limit checks the shared limiter (Redis) could not answer",
+            self.limiter_errors,
         )
         yield from self._fleet_gauges(backends)
         cache = self._cache()

@@ -1,0 +1,107 @@
+"""Limits counted in this process: the :class:`~corral.limits.rate.Limiter` for one instance.
+
+Every operation runs without suspending, so each hit is atomic on the event loop. Counts live
+in one dict; finished windows are swept now and then, not on every hit.
+
+Example::
+
+    limiter = MemoryLimiter(clock=fake_clock)
+    await limiter.hit("ip:10.0.0.1", Rate(10, 60.0))
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from corral.limits.rate import Decision, Rate
+
+# Hits between two sweeps of expired counts: often enough to bound memory by the keys seen in
+# about one window, rarely enough to cost nothing per hit.
+_SWEEP_EVERY = 4096
+
+
+class MemoryLimiter:
+    """Implements ``Limiter`` in memory; ``clock`` returns seconds (tests pass a fake one)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        # key -> [value, expires_at]: the count (fixed, concurrent) or the theoretical arrival
+        # time (smooth).
+        self._state: dict[str, list[float]] = {}
+        self._hits = 0
+
+    async def hit(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        return self.hit_now(key, rate, cost)
+
+    async def refund(self, key: str, rate: Rate, cost: int) -> None:
+        self.refund_now(key, rate, cost)
+
+    async def aclose(self) -> None:
+        self._state.clear()
+
+    async def usage(self, key: str) -> float:
+        return self.usage_now(key)
+
+    def usage_now(self, key: str) -> float:
+        """The current count under ``key`` (0 when none); for reports, not decisions."""
+        entry = self._state.get(key)
+        if entry is None or entry[1] <= self._clock():
+            return 0.0
+        return entry[0]
+
+    # The synchronous forms, for callers that know they hold a memory limiter.
+
+    def hit_now(self, key: str, rate: Rate, cost: int = 1) -> Decision:
+        now = self._clock()
+        self._hits += 1
+        if self._hits % _SWEEP_EVERY == 0:
+            self._sweep(now)
+        if rate.kind == "smooth":
+            return self._smooth(key, rate, cost, now)
+        entry = self._state.get(key)
+        if entry is None or entry[1] <= now:
+            entry = self._state[key] = [0.0, now + rate.window]
+        count = entry[0]
+        reset_after = entry[1] - now
+        if count + cost > rate.limit:
+            retry = 1.0 if rate.kind == "concurrent" else reset_after
+            return Decision(False, max(0, int(rate.limit - count)), reset_after, retry)
+        entry[0] = count + cost
+        if rate.kind == "concurrent":
+            entry[1] = now + rate.window
+            reset_after = 0.0
+        return Decision(True, int(rate.limit - count - cost), reset_after)
+
+    def refund_now(self, key: str, rate: Rate, cost: int) -> None:
+        now = self._clock()
+        entry = self._state.get(key)
+        if rate.kind == "smooth":
+            if entry is not None:
+                entry[0] = max(now, entry[0] - cost * rate.interval)
+            return
+        if entry is None or entry[1] <= now:
+            if cost < 0:
+                self._state[key] = [float(-cost), now + rate.window]
+            return
+        entry[0] = max(0.0, entry[0] - cost)
+
+    def _smooth(self, key: str, rate: Rate, cost: int, now: float) -> Decision:
+        interval = rate.interval
+        capacity = rate.capacity * interval  # the most a bucket may run ahead of now
+        entry = self._state.get(key)
+        tat = max(entry[0], now) if entry is not None else now
+        new_tat = tat + cost * interval
+        allowed_at = new_tat - capacity
+        if allowed_at > now + 1e-9:
+            remaining = max(0, math.floor((capacity - (tat - now)) / interval + 1e-9))
+            return Decision(False, remaining, tat - now, allowed_at - now)
+        self._state[key] = [new_tat, new_tat]
+        remaining = max(0, math.floor((capacity - (new_tat - now)) / interval + 1e-9))
+        return Decision(True, remaining, new_tat - now)
+
+    def _sweep(self, now: float) -> None:
+        expired = [key for key, (_, expires) in self._state.items() if expires <= now]
+        for key in expired:
+            del self._state[key]

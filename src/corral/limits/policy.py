@@ -1,0 +1,148 @@
+"""Which limits apply to a request: settings per scope, with a key's own limits on top.
+
+A :class:`Check` is one limit for one request: the limiter key, its :class:`Rate`, whether it
+counts tokens, and how the limit is named to a client and in metrics. Templates are built once
+per settings; a request only formats its keys.
+
+Example::
+
+    policy = LimitPolicy(settings.limits)
+    checks = policy.checks(client_ip="10.0.0.1", principal=p, model="llama3:latest")
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from corral.limits.rate import Rate
+
+if TYPE_CHECKING:
+    from corral.auth.principal import Principal
+    from corral.settings import LimitSettings, ScopeLimits
+
+Scope = Literal["overall", "ip", "key", "key_model"]
+Counts = Literal["requests", "tokens", "concurrency"]
+MINUTE, DAY = 60.0, 86400.0
+_SCOPE_WORDS = {"overall": "in total", "ip": "per client address", "key": "per key",
+                "key_model": "per key and model"}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One limit on one request; ``name`` is what a client reads, ``label`` what metrics say."""
+
+    key: str
+    rate: Rate
+    counts: Counts
+    name: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Template:
+    suffix: str
+    rate: Rate
+    counts: Counts
+    name: str
+    label: str
+
+
+def _describe(rate: Rate, counts: Counts) -> str:
+    if counts == "concurrency":
+        return f"{rate.limit} concurrent requests"
+    if rate.kind == "smooth":
+        return f"{rate.limit / rate.window:g} requests per second"
+    unit = "tokens" if counts == "tokens" else "requests"
+    span = {MINUTE: "minute", DAY: "day"}.get(rate.window, f"{rate.window:g}s")
+    return f"{rate.limit} {unit} per {span}"
+
+
+def _templates(scope: Scope, limits: ScopeLimits) -> list[_Template]:
+    found: list[tuple[str, Rate, Counts, str]] = []
+    if limits.requests is not None:
+        found.append(("r", Rate(limits.requests, limits.window), "requests", "requests"))
+    if limits.rate is not None:
+        burst = limits.burst or max(1, int(limits.rate))
+        # A limit of whole units per window: rate per second scaled to the burst's window.
+        rate = Rate(burst, burst / limits.rate, "smooth", burst)
+        found.append(("s", rate, "requests", "rate"))
+    if limits.tokens_per_minute is not None:
+        found.append(("tm", Rate(limits.tokens_per_minute, MINUTE), "tokens", "tokens_per_minute"))
+    if limits.tokens_per_day is not None:
+        found.append(("td", Rate(limits.tokens_per_day, DAY), "tokens", "tokens_per_day"))
+    if limits.concurrency is not None:
+        # An hour: how long units held by an instance that died stay counted.
+        rate = Rate(limits.concurrency, 3600.0, "concurrent")
+        found.append(("c", rate, "concurrency", "concurrency"))
+    return [
+        _Template(
+            f":{suffix}{rate.limit}/{rate.window:g}",
+            rate,
+            counts,
+            f"{_describe(rate, counts)} {_SCOPE_WORDS[scope]}",
+            f"{scope}_{what}",
+        )
+        for suffix, rate, counts, what in found
+    ]
+
+
+class LimitPolicy:
+    """The checks for each request, from ``LimitSettings`` and the request's key."""
+
+    def __init__(self, settings: LimitSettings) -> None:
+        self.settings = settings
+        self._overall = _templates("overall", settings.overall)
+        self._ip = _templates("ip", settings.ip)
+        self._key = _templates("key", settings.key)
+        self._key_model = _templates("key_model", settings.key_model)
+        self.static = bool(self._overall or self._ip or self._key or self._key_model)
+        self.max_tokens = settings.max_tokens
+        # Keys share few distinct limit sets: each is built once.
+        self._overridden: dict[tuple[int | None, ...], list[_Template]] = {}
+
+    def applies(self, principal: Principal | None) -> bool:
+        """Whether any limit may apply; cheap, for the hot path with limits off."""
+        return self.static or (principal is not None and self.applies_to_key(principal))
+
+    def checks(self, client_ip: str, principal: Principal | None, model: str | None) -> list[Check]:
+        ip_key = "ip:" + client_ip
+        who = "key:" + principal.label if principal is not None else ip_key
+        found = [Check("all" + t.suffix, t.rate, t.counts, t.name, t.label) for t in self._overall]
+        found += [Check(ip_key + t.suffix, t.rate, t.counts, t.name, t.label) for t in self._ip]
+        key_templates = self._key
+        if principal is not None and self.applies_to_key(principal):
+            key_templates = self._key_overridden(principal)
+        found += [Check(who + t.suffix, t.rate, t.counts, t.name, t.label) for t in key_templates]
+        if model is not None and self._key_model:
+            pair = f"{who}|{model}"
+            found += [
+                Check(pair + t.suffix, t.rate, t.counts, t.name, t.label) for t in self._key_model
+            ]
+        return found
+
+    @staticmethod
+    def applies_to_key(principal: Principal) -> bool:
+        return (
+            principal.rpm is not None
+            or principal.tpm is not None
+            or principal.max_concurrency is not None
+        )
+
+    def _key_overridden(self, principal: Principal) -> list[_Template]:
+        """The key scope with the key's own rpm, tpm and max_concurrency in place of the
+        settings' requests per window, tokens per minute and concurrency."""
+        own = (principal.rpm, principal.tpm, principal.max_concurrency)
+        templates = self._overridden.get(own)
+        if templates is not None:
+            return templates
+        base = self.settings.key
+        changes: dict[str, object] = {}
+        if principal.rpm is not None:
+            changes.update(requests=principal.rpm, window=MINUTE)
+        if principal.tpm is not None:
+            changes["tokens_per_minute"] = principal.tpm
+        if principal.max_concurrency is not None:
+            changes["concurrency"] = principal.max_concurrency
+        templates = self._overridden[own] = _templates("key", base.model_copy(update=changes))
+        return templates

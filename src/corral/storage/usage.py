@@ -1,0 +1,172 @@
+"""Usage records in the database: one row per finished (or cancelled) request, and the totals
+``corral usage`` and ``GET /admin/usage`` report.
+
+Rows are written in batches by :class:`corral.observability.usage_writer.UsageWriter`; nothing
+here runs on a request's path.
+
+Example::
+
+    store = SqlUsageStore(database)
+    await store.insert([UsageRecord(ts=now, route="/api/chat", status=200, key_id=1, ...)])
+    rows = await store.query(UsageQuery(by="key", since=now - timedelta(days=1)))
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, get_args
+
+import sqlalchemy as sa
+
+from corral.errors import BadRequest
+from corral.storage.engine import Database
+from corral.storage.schema import api_keys, usage
+
+GroupBy = Literal["key", "model", "backend", "day"]
+GROUPS: tuple[str, ...] = get_args(GroupBy)
+_AGO = re.compile(r"(\d+)\s*([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_since(value: str | None, now: datetime) -> datetime | None:
+    """``"24h"``/``"7d"`` (that long ago), a date (``2026-11-01``, UTC midnight) or an ISO time.
+
+    >>> parse_since("2d", datetime(2026, 11, 23, tzinfo=UTC)).isoformat()
+    '2026-11-21T00:00:00+00:00'
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip().lower()
+    ago = _AGO.fullmatch(text)
+    if ago:
+        return now - timedelta(seconds=int(ago[1]) * _UNITS[ago[2]])
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise BadRequest(
+            f"{value!r} is not a time: use 24h, 7d, 4w, a date (2026-11-01) or an ISO time"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+# Not frozen: one is made per request, and a frozen dataclass sets each field the slow way.
+@dataclass(slots=True)
+class UsageRecord:
+    """What one request did. ``key_id`` is ``None`` for requests without a stored key."""
+
+    ts: datetime
+    route: str
+    status: int
+    key_id: int | None = None
+    model: str | None = None
+    backend: str | None = None
+    request_id: str | None = None
+    client_ip: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    duration_ms: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """Totals grouped ``by`` one dimension, over ``[since, until)``; ``None``: unbounded."""
+
+    by: GroupBy = "key"
+    since: datetime | None = None
+    until: datetime | None = None
+    key_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.by not in GROUPS:
+            raise BadRequest(f"by must be one of {', '.join(GROUPS)}")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageTotals:
+    """One line of a report. ``group`` is the key's id (as text), model, backend or day;
+    ``name`` is the key's name when grouping by key."""
+
+    group: str | None
+    name: str | None
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    duration_ms: float
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "total_tokens": self.total_tokens}
+
+
+class SqlUsageStore:
+    """The ``usage`` table on SQLite or PostgreSQL."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def insert(self, batch: Sequence[UsageRecord]) -> None:
+        """Write ``batch`` in one transaction (one statement, many rows)."""
+        if not batch:
+            return
+        rows = [asdict(record) for record in batch]
+        async with self.database.engine.begin() as conn:
+            await conn.execute(usage.insert(), rows)
+
+    async def query(self, query: UsageQuery) -> list[UsageTotals]:
+        dialect = "sqlite" if self.database.is_sqlite else "postgresql"
+        group = _group_column(query.by, dialect)
+        name = api_keys.c.name if query.by == "key" else sa.null()
+        errors = sa.func.sum(sa.case((usage.c.status >= 400, 1), else_=0))
+        statement = (
+            sa.select(
+                group.label("grp"),
+                sa.func.max(name).label("name") if query.by == "key" else name.label("name"),
+                sa.func.count().label("requests"),
+                errors.label("errors"),
+                sa.func.coalesce(sa.func.sum(usage.c.prompt_tokens), 0).label("prompt"),
+                sa.func.coalesce(sa.func.sum(usage.c.completion_tokens), 0).label("completion"),
+                sa.func.coalesce(sa.func.sum(usage.c.duration_ms), 0.0).label("duration"),
+            )
+            .select_from(usage.outerjoin(api_keys, usage.c.key_id == api_keys.c.id))
+            .group_by(group)
+            .order_by(group)
+        )
+        if query.since is not None:
+            statement = statement.where(usage.c.ts >= query.since)
+        if query.until is not None:
+            statement = statement.where(usage.c.ts < query.until)
+        if query.key_id is not None:
+            statement = statement.where(usage.c.key_id == query.key_id)
+        async with self.database.engine.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        return [
+            UsageTotals(
+                group=None if row.grp is None else str(row.grp),
+                name=row.name,
+                requests=int(row.requests),
+                errors=int(row.errors or 0),
+                prompt_tokens=int(row.prompt),
+                completion_tokens=int(row.completion),
+                duration_ms=round(float(row.duration), 3),
+            )
+            for row in rows
+        ]
+
+
+def _group_column(by: GroupBy, dialect: str) -> sa.ColumnElement[Any]:
+    if by == "key":
+        return usage.c.key_id
+    if by == "model":
+        return usage.c.model
+    if by == "backend":
+        return usage.c.backend
+    if dialect == "sqlite":  # naive UTC text: its first ten characters are the day
+        return sa.func.substr(sa.cast(usage.c.ts, sa.String), 1, 10)
+    return sa.func.to_char(sa.func.timezone("UTC", usage.c.ts), "YYYY-MM-DD")

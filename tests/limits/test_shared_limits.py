@@ -1,0 +1,123 @@
+"""Limits kept in Redis: shared by every instance, and what happens when Redis goes away."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import httpx
+
+from corral.app import App
+from corral.limits.redis import RedisLimiter
+from corral.settings import LimitSettings, ScopeLimits
+from tests.harness import running_corral
+from tests.integration.conftest import StartSim
+from tests.limits.test_gateway_limits import TIMEOUT, generate
+from tests.stores.backing import RedisSpace
+
+
+def closed_port() -> int:
+    """A local port nothing listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_two_instances_sharing_redis_enforce_one_limit(
+    start_sim: StartSim, redis_space: RedisSpace
+) -> None:
+    sim = await start_sim()
+    shared = {
+        "limits": LimitSettings(key=ScopeLimits(requests=10, window=60)),
+        "redis_url": redis_space.url,
+        "redis_prefix": redis_space.prefix,
+        "cache_mode": "off",
+        "max_concurrency": 64,
+    }
+    async with running_corral([sim.url], **shared) as (one, _):
+        async with running_corral([sim.url], **shared) as (two, _):
+            async with (
+                httpx.AsyncClient(base_url=one.url, timeout=TIMEOUT) as a,
+                httpx.AsyncClient(base_url=two.url, timeout=TIMEOUT) as b,
+            ):
+                answers = await asyncio.gather(
+                    *(c.post("/api/generate", json=generate()) for c in [a, b] * 20)
+                )
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 30
+
+
+async def stop_redis(app: App) -> None:
+    """Redis goes away under a running corral: its limiter now points at a closed port."""
+    stage = app.services.limits
+    await stage.limiter.aclose()
+    stage.limiter = RedisLimiter.from_url(
+        f"redis://127.0.0.1:{closed_port()}/0", prefix="corral-test:limits:"
+    )
+
+
+async def test_with_redis_gone_corral_fails_open_and_keeps_serving(
+    start_sim: StartSim, redis_space: RedisSpace
+) -> None:
+    sim = await start_sim()
+    limits = LimitSettings(key=ScopeLimits(requests=2, window=60, tokens_per_minute=10_000))
+    settings = {"redis_url": redis_space.url, "redis_prefix": redis_space.prefix}
+    async with running_corral([sim.url], limits=limits, cache_mode="off", **settings) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as client:
+            assert (await client.post("/api/generate", json=generate())).status_code == 200
+            await stop_redis(app)
+            statuses = [(await client.post("/api/generate", json=generate())).status_code
+                        for _ in range(4)]  # fmt: skip
+            await app.services.limits.drain()
+    assert statuses == [200] * 4  # the limit of 2 could not be counted: open means open
+    text = app.services.metrics.render().decode()
+    assert "corral_limiter_errors_total" in text
+    assert "corral_limiter_errors_total 0.0" not in text
+
+
+async def test_with_redis_gone_corral_fails_closed_when_asked(
+    start_sim: StartSim, redis_space: RedisSpace
+) -> None:
+    sim = await start_sim()
+    limits = LimitSettings(key=ScopeLimits(requests=5), on_store_error="closed")
+    settings = {"redis_url": redis_space.url, "redis_prefix": redis_space.prefix}
+    async with running_corral([sim.url], limits=limits, cache_mode="off", **settings) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as client:
+            assert (await client.post("/api/generate", json=generate())).status_code == 200
+            await stop_redis(app)
+            refused = await client.post("/api/generate", json=generate())
+            # Routes without limits are untouched.
+            tags = await client.get("/api/tags")
+    assert refused.status_code == 503
+    assert refused.json() == {"error": "rate limits cannot be checked right now"}
+    assert refused.headers["Retry-After"] == "1"
+    assert tags.status_code == 200
+
+
+async def test_two_instances_sharing_redis_keep_one_token_budget(
+    start_sim: StartSim, redis_space: RedisSpace
+) -> None:
+    sim = await start_sim()
+    cap = 100
+    shared = {
+        "limits": LimitSettings(key=ScopeLimits(tokens_per_minute=1000)),
+        "redis_url": redis_space.url,
+        "redis_prefix": redis_space.prefix,
+        "cache_mode": "off",
+        "max_concurrency": 64,
+    }
+    async with running_corral([sim.url], **shared) as (one, _):
+        async with running_corral([sim.url], **shared) as (two, _):
+            async with (
+                httpx.AsyncClient(base_url=one.url, timeout=TIMEOUT) as a,
+                httpx.AsyncClient(base_url=two.url, timeout=TIMEOUT) as b,
+            ):
+                answers = await asyncio.gather(
+                    *(c.post("/api/generate", json=generate(cap)) for c in [a, b] * 15)
+                )
+    admitted = [a.json() for a in answers if a.status_code == 200]
+    spent = sum(a["prompt_eval_count"] + a["eval_count"] for a in admitted)
+    assert admitted and {a.status_code for a in answers} == {200, 429}
+    assert spent <= 1000 + cap
