@@ -39,7 +39,6 @@ from corral.http.proxy import Gateway
 from corral.http.server import HttpServer, ServerLimits
 from corral.limits.memory import MemoryLimiter
 from corral.limits.rate import Limiter
-from corral.limits.redis import RedisLimiter
 from corral.observability.accounting import RequestAccounting, open_recording
 from corral.observability.logs import AccessLog, configure_logging, raw_writer
 from corral.observability.metrics import Metrics
@@ -77,6 +76,9 @@ def open_limiter(settings: Settings) -> Limiter:
     """Limits shared through Redis when redis_url is set, else counted in this process."""
     if settings.redis_url is None:
         return MemoryLimiter()
+    # Imported only when used: the Redis client costs memory a single instance has no use for.
+    from corral.limits.redis import RedisLimiter
+
     return RedisLimiter.from_url(settings.redis_url, prefix=settings.redis_prefix + "limits:")
 
 

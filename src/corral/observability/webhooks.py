@@ -35,7 +35,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -43,6 +42,8 @@ from corral.storage.outbox import OutboxItem, Owed, SqlOutbox
 from corral.storage.webhooks import SqlWebhookStore, WebhookRecord
 
 if TYPE_CHECKING:
+    import httpx
+
     from corral.backends.backend import Backend
 
 log = logging.getLogger("corral.webhooks")
@@ -224,6 +225,8 @@ class Webhooks:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: signature(item.secret, timestamp, body),
         }
+        import httpx  # only once there is something to deliver: it costs memory otherwise
+
         error: str | None = None
         try:
             response = await self._http().post(item.url, content=body, headers=headers)
@@ -250,6 +253,8 @@ class Webhooks:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
+            import httpx
+
             self._client = httpx.AsyncClient(timeout=self.timeout, transport=self.transport)
         return self._client
 
