@@ -42,6 +42,8 @@ from corral.limits.rate import Limiter
 from corral.observability.accounting import RequestAccounting, open_recording
 from corral.observability.logs import AccessLog, configure_logging, raw_writer
 from corral.observability.metrics import Metrics
+from corral.observability.usage_writer import UsageWriter
+from corral.observability.webhooks import Webhooks
 from corral.routing.balancer import make_balancer
 from corral.routing.queue import Router
 from corral.services import Services
@@ -70,6 +72,18 @@ def make_backend(settings: Settings, spec: BackendSpec) -> Backend:
 
 def backend_specs(settings: Settings) -> list[BackendSpec]:
     return [BackendSpec(b.name, b.host, b.port, b.max_concurrency) for b in settings.backends]
+
+
+def recording_counters(usage: UsageWriter | None, webhooks: Webhooks) -> dict[str, float]:
+    counts: dict[str, float] = {
+        "corral_webhook_deliveries": webhooks.delivered,
+        "corral_webhook_failures": webhooks.failures,
+        "corral_webhook_events_dropped": webhooks.dropped,
+    }
+    if usage is not None:
+        counts["corral_usage_records_written"] = usage.written
+        counts["corral_usage_records_dropped"] = usage.dropped
+    return counts
 
 
 def open_limiter(settings: Settings) -> Limiter:
@@ -116,6 +130,11 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
     key_activity = KeyActivity(store, interval=settings.auth.flush_interval)
     key_admin = AdminService(store, key_notices, keyring=keyring)
     usage, webhooks = open_recording(settings, database)
+    limits = LimitStage(open_limiter(settings), settings.limits, metrics)
+    metrics.count_recording(lambda: recording_counters(usage, webhooks))
+    if webhooks is not None:
+        hooks = webhooks
+        limits.on_denied = lambda name, data: hooks.emit("limit.exceeded", data, urgent=False)
     key_admin.events, key_admin.webhooks = webhooks, webhooks.store
     key_admin.usage, key_admin.outbox = SqlUsageStore(database), webhooks.outbox
     for backend in backends:
@@ -135,7 +154,7 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         router=router,
         admin=AdminRoutes(fleet, router, settings.admin_token, key_admin, cache=cache),
         cache=cache,
-        limits=LimitStage(open_limiter(settings), settings.limits, metrics),
+        limits=limits,
         cors=CorsPolicy(settings.cors_origins),
         ops=OpsRoutes(backends),
         metrics=metrics,

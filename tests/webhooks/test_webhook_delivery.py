@@ -17,7 +17,7 @@ import pytest
 from corral.app import App
 from corral.observability.logs import JsonFormatter
 from corral.observability.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
-from corral.settings import WebhookSettings
+from corral.settings import LimitSettings, ScopeLimits, WebhookSettings
 from corral.storage.keys import KeySpec
 from corral.storage.outbox import OutboxItem
 from tests.auth.gateway import CHAT, RecordingSimulator
@@ -262,3 +262,32 @@ async def test_a_receiver_that_never_answers_does_not_slow_requests(
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_denied_request_is_a_limit_exceeded_event_without_the_key(
+    tmp_path: Path, sim: RecordingSimulator, receiver: Receiver
+) -> None:
+    limits = LimitSettings(key=ScopeLimits(requests=1, window=60))
+    async with (
+        running_corral(
+            [sim.url], data_dir=tmp_path / "data", webhooks=FAST, limits=limits
+        ) as (app, _),
+        httpx.AsyncClient(timeout=10) as client,
+    ):
+        hook_id, _ = await add_webhook(app, receiver.url, ["limit.exceeded"])
+        record, plaintext = await app.services.key_admin.create_key(KeySpec(name="tight"))
+        auth = {"Authorization": f"Bearer {plaintext}"}
+        assert (await client.post(app.url + "/api/chat", json=CHAT, headers=auth)).status_code == 200
+        assert (await client.post(app.url + "/api/chat", json=CHAT, headers=auth)).status_code == 429
+        await receiver.wait_for(1)
+        await wait_delivered(app, hook_id)
+        scraped = (await client.get(app.url + "/metrics")).text
+        assert "corral_webhook_deliveries_total 1.0" in scraped.splitlines()
+        assert "corral_webhook_failures_total 0.0" in scraped.splitlines()
+    (post,) = receiver.delivered
+    assert post.payload["event"] == "limit.exceeded"
+    data = post.payload["data"]
+    assert isinstance(data, dict)
+    assert data["key_id"] == record.id and data["key_name"] == "tight"
+    assert "key" in str(data["limit"])
+    assert plaintext not in post.body.decode()

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -118,6 +118,8 @@ class LimitStage:
     def __init__(self, limiter: Limiter, settings: LimitSettings, metrics: Metrics) -> None:
         self.limiter = limiter
         self.metrics = metrics
+        # Told of every denial (the webhooks' limit.exceeded event): name of the limit, details.
+        self.on_denied: Callable[[str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_at = -math.inf
         self.configure(settings)
@@ -171,6 +173,18 @@ class LimitStage:
             if not decision.allowed:
                 await self.give_back([(c, n) for c, n in taken if n])
                 self.metrics.limited(check.label)
+                if self.on_denied is not None:
+                    principal = state.get("principal")
+                    self.on_denied(
+                        check.name,
+                        {
+                            "limit": check.name,
+                            "key_id": getattr(principal, "key_id", None),
+                            "key_name": getattr(principal, "name", None),
+                            "client_ip": state.get("client_ip"),
+                            "model": call.model,
+                        },
+                    )
                 _add_headers(headers, {check.counts: (check, decision)})
                 if cost > check.rate.limit:
                     message = f"request needs about {cost} tokens, more than {check.name}"

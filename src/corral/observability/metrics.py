@@ -134,6 +134,7 @@ class Metrics(Collector):
         self.cancellations: dict[Labels, float] = {}  # stage
         self.rate_limited: dict[Labels, float] = {}  # limit
         self.limiter_errors = 0.0
+        self._recording_counters: Callable[[], dict[str, float]] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -247,6 +248,26 @@ class Metrics(Collector):
             self.limiter_errors,
         )
         yield from self._fleet_gauges(backends)
+        yield from self._recording()
+
+    def count_recording(self, counters: Callable[[], dict[str, float]]) -> None:
+        """Where the webhook and usage counters are read at scrape time (they live on the
+        writer and the deliverer, which are built after the metrics)."""
+        self._recording_counters = counters
+
+    def _recording(self) -> Iterator[Metric]:
+        counters = self._recording_counters() if self._recording_counters is not None else {}
+        docs = {
+            "corral_webhook_deliveries": "Webhook deliveries a receiver accepted",
+            "corral_webhook_failures": "Webhook delivery attempts that failed (retried later)",
+            "corral_webhook_events_dropped": "Webhook events dropped: their queue was full",
+            "corral_usage_records_written": "Usage records written to the database",
+            "corral_usage_records_dropped": "Usage records dropped: queue full or database down",
+        }
+        for name, doc in docs.items():
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], float(counters.get(name, 0.0)))
+            yield family
         cache = self._cache()
         if cache is not None:
             yield from self._cache_metrics(cache)
