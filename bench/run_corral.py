@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import signal
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -47,6 +48,8 @@ def bench_settings(port: int, backend: str) -> Settings:
         backends=[BackendSettings(url=backend, max_concurrency=MAX_CONCURRENCY)],
         queue_size=QUEUE_SIZE,
         log_level="warning",
+        # A fresh database: keys in the developer's ./data would answer every request 401.
+        data_dir=Path(tempfile.mkdtemp(prefix="corral-bench-")),
         limits=LIMITS if limits in ("memory", "redis") else LimitSettings(),
         redis_url=redis_url if limits == "redis" else None,
         redis_prefix=f"corral-bench-{os.getpid()}:",
