@@ -152,7 +152,9 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         fleet=fleet,
         fleet_routes=FleetRoutes(fleet),
         router=router,
-        admin=AdminRoutes(fleet, router, settings.admin_token, key_admin, cache=cache),
+        admin=AdminRoutes(
+            fleet, router, settings.admin_token, key_admin, cache=cache, limits=limits
+        ),
         cache=cache,
         limits=limits,
         cors=CorsPolicy(settings.cors_origins),

@@ -7,9 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from click.testing import CliRunner
 
 from corral.app import App
 from corral.auth.principal import Principal
+from corral.cli.main import main
 from corral.http.limit_stage import LimitStage
 from corral.limits.memory import MemoryLimiter
 from corral.observability.metrics import Metrics
@@ -201,3 +203,26 @@ async def test_a_keys_own_rpm_limits_that_key_only(tmp_path: Path) -> None:
     assert answers[0].headers["X-RateLimit-Limit"] == "2"
     assert [a.status_code for a in free] == [200, 200, 200]
     assert "X-RateLimit-Limit" not in free[0].headers
+
+
+async def test_keys_show_and_the_admin_api_report_a_keys_use_of_its_limits(
+    tmp_path: Path,
+) -> None:
+    async with gateway(tmp_path, data_dir=tmp_path / "data") as gw:
+        plaintext = await gw.create_key("metered", rpm=5)
+        for _ in range(2):
+            answer = await gw.chat(headers={"Authorization": f"Bearer {plaintext}"})
+            assert answer.status_code == 200
+        async with httpx.AsyncClient(base_url=gw.url, timeout=TIMEOUT) as client:
+            shown = (await client.get("/admin/keys/metered")).json()
+        assert shown["limit_usage"] == [
+            {"limit": "5 requests per minute per key", "name": "key_requests", "max": 5, "used": 2}
+        ]
+        result = await asyncio.to_thread(
+            CliRunner().invoke,
+            main,
+            ["keys", "show", "metered", "--url", gw.url, "--data-dir", str(tmp_path / "data")],
+        )
+    assert result.exit_code == 0, result.output
+    assert "5 requests per minute per key: 2 of 5 used" in result.output
+    assert plaintext not in result.output

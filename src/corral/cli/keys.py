@@ -19,6 +19,7 @@ Seed 004's commands work as well: ``generatekey``, ``generatekeys N``, ``listkey
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -159,12 +160,42 @@ def list_keys(ctx: click.Context, /, json_output: bool, **store: Any) -> None:
 
 @keys.command()
 @click.argument("key")
+@click.option(
+    "--url",
+    envvar="CORRAL_URL",
+    help="A running corral: also show what the key has used of its limits right now.",
+)
+@click.option("--admin-token", envvar="CORRAL_ADMIN_TOKEN", help="Its admin token, if set.")
 @json_flag
 @store_options
 @click.pass_context
-def show(ctx: click.Context, /, key: str, json_output: bool, **store: Any) -> None:
+def show(
+    ctx: click.Context,
+    /,
+    key: str,
+    url: str | None,
+    admin_token: str | None,
+    json_output: bool,
+    **store: Any,
+) -> None:
     """One key, by id, name, visible prefix or the key itself."""
-    echo_record(runner(ctx, store).run(lambda admin: admin.show_key(key)), json_output)
+    record = runner(ctx, store).run(lambda admin: admin.show_key(key))
+    if url is None:
+        echo_record(record, json_output)
+        return
+    # Limits are counted in the running corral (or Redis), not in the database: ask it.
+    from corral.cli.admin_client import AdminClient
+
+    live = AdminClient(url, admin_token).call("GET", f"/admin/keys/{record.id}")
+    usage = live.get("limit_usage", []) if isinstance(live, dict) else []
+    if json_output:
+        click.echo(json.dumps(live, indent=2, default=str))
+        return
+    echo_record(record, False)
+    for row in usage:
+        click.echo(f"{row['limit']}: {row['used']} of {row['max']} used")
+    if not usage:
+        click.echo("no per-key limits apply")
 
 
 @keys.command()

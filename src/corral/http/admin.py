@@ -33,6 +33,7 @@ from urllib.parse import unquote
 import orjson
 
 from corral.admin import check_name, parse_expiry, parse_limit, parse_models
+from corral.auth.keyring import entry_for
 from corral.cache.store import CacheUnavailable
 from corral.errors import (
     BadRequest,
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
     from corral.admin import AdminService
     from corral.backends.fleet import Fleet
     from corral.http.cache_stage import CacheStage
+    from corral.http.limit_stage import LimitStage
     from corral.routing.queue import Router
 
 # The seed gateways' admin paths, outside /admin (which the route table sends here already).
@@ -79,12 +81,14 @@ class AdminRoutes:
         service: AdminService | None = None,
         *,
         cache: CacheStage | None = None,
+        limits: LimitStage | None = None,
     ) -> None:
         self.fleet = fleet
         self.router = router
         self.admin_token = admin_token
         self.service = service
         self.cache = cache
+        self.limits = limits
 
     def match(self, path: str) -> Endpoint | None:
         """The endpoint for a seed admin path (``/config/...``), which the route table lacks."""
@@ -173,6 +177,11 @@ class AdminRoutes:
             record = await service.delete_key(ref)
         else:
             record = await service.show_key(ref)
+            shown = describe(record, now)
+            if self.limits is not None:
+                # What the key has used of its own limits right now (the running counters).
+                shown["limit_usage"] = await self.limits.key_usage(entry_for(record).principal)
+            return Response.json(200, shown)
         return Response.json(200, describe(record, now))
 
     # ---- response cache -----------------------------------------------------------------
