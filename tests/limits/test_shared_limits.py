@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import httpx
 
@@ -121,3 +127,63 @@ async def test_two_instances_sharing_redis_keep_one_token_budget(
     spent = sum(a["prompt_eval_count"] + a["eval_count"] for a in admitted)
     assert admitted and {a.status_code for a in answers} == {200, 429}
     assert spent <= 1000 + cap
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], deadline: float = 60.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"corral did not listen on {port}")
+
+
+async def test_two_corral_processes_sharing_redis_enforce_one_limit(
+    start_sim: StartSim, redis_space: RedisSpace, tmp_path: Path
+) -> None:
+    sim = await start_sim()
+    procs, urls = [], []
+    for n in range(2):
+        port = closed_port()
+        env = {
+            **os.environ,
+            "CORRAL_PORT": str(port),
+            "CORRAL_BACKENDS": sim.url,
+            "CORRAL_DATA_DIR": str(tmp_path / f"data{n}"),
+            "CORRAL_REDIS_URL": redis_space.url,
+            "CORRAL_REDIS_PREFIX": redis_space.prefix,
+            "CORRAL_LIMITS__OVERALL__REQUESTS": "10",
+            "CORRAL_LIMITS__OVERALL__WINDOW": "60",
+            "CORRAL_CACHE_MODE": "off",
+            "CORRAL_BACKEND_MAX_CONCURRENCY": "64",
+            "CORRAL_LOG_LEVEL": "warning",
+        }
+        proc = subprocess.Popen(  # noqa: ASYNC220  (started once; waited on in a thread)
+            [sys.executable, "-m", "corral", "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=tmp_path,
+        )
+        procs.append(proc)
+        urls.append(f"http://127.0.0.1:{port}")
+    try:
+        for proc, url in zip(procs, urls, strict=True):
+            await asyncio.to_thread(_wait_listening, int(url.rsplit(":", 1)[1]), proc)
+        async with httpx.AsyncClient(timeout=TIMEOUT) as client:
+            answers = await asyncio.gather(
+                *(client.post(url + "/api/generate", json=generate()) for url in urls * 20)
+            )
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            await asyncio.to_thread(proc.wait, 30)
+    statuses = [answer.status_code for answer in answers]
+    assert statuses.count(200) == 10
+    assert statuses.count(429) == 30
+    per_process = [sum(1 for a in answers[i::2] if a.status_code == 200) for i in range(2)]
+    assert sum(per_process) == 10
