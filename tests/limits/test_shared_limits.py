@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from corral.app import App
 from corral.limits.redis import RedisLimiter
@@ -187,3 +189,47 @@ async def test_two_corral_processes_sharing_redis_enforce_one_limit(
     assert statuses.count(429) == 30
     per_process = [sum(1 for a in answers[i::2] if a.status_code == 200) for i in range(2)]
     assert sum(per_process) == 10
+
+
+async def test_a_redis_server_killed_mid_test_leaves_corral_serving(
+    start_sim: StartSim, tmp_path: Path
+) -> None:
+    """A Redis of the test's own, really stopped (the shared one is left alone)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        message = "redis-server is not installed"
+        if os.environ.get("CI") == "true":
+            raise AssertionError(message)
+        pytest.skip(message)
+    port = closed_port()
+    redis = subprocess.Popen(  # noqa: ASYNC220  (started once; waited on in a thread)
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await asyncio.to_thread(_wait_listening, port, redis)
+        sim = await start_sim()
+        limits = LimitSettings(overall=ScopeLimits(requests=3, window=60))
+        settings = {"redis_url": f"redis://127.0.0.1:{port}/0", "redis_prefix": "killed:"}
+        async with running_corral([sim.url], limits=limits, cache_mode="off", **settings) as (
+            app,
+            _,
+        ):
+            async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as client:
+                before = [
+                    (await client.post("/api/generate", json=generate())).status_code
+                    for _ in range(4)
+                ]
+                redis.kill()
+                await asyncio.to_thread(redis.wait, 30)
+                after = [
+                    (await client.post("/api/generate", json=generate())).status_code
+                    for _ in range(4)
+                ]
+    finally:
+        if redis.poll() is None:
+            redis.kill()
+    assert before == [200, 200, 200, 429]  # counted in Redis while it lived
+    assert after == [200] * 4  # fail open: served, with a warning and a metric
