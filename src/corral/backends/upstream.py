@@ -434,12 +434,15 @@ class UpstreamPool:
         if stream is not None:
             conn = await self._connect()
             waiter = conn.send(method, target, headers, b"", stream)
+            answered = False
             try:
                 await conn.pump(stream, chunked=stream.length is None)
-                return await waiter
-            except BaseException:
-                conn._abort()
-                raise
+                response = await waiter
+                answered = True
+                return response
+            finally:
+                if not answered:
+                    conn._abort()
         idle = self._take_idle()
         if idle is not None:
             try:
@@ -460,11 +463,14 @@ class UpstreamPool:
         body: bytes,
     ) -> UpstreamResponse:
         waiter = conn.send(method, target, headers, body)
+        answered = False
         try:
-            return await waiter
-        except BaseException:
-            conn._abort()
-            raise
+            response = await waiter
+            answered = True
+            return response
+        finally:
+            if not answered:  # failed, timed out or cancelled: this connection is spent
+                conn._abort()
 
     def _take_idle(self) -> UpstreamConnection | None:
         idle = self._idle

@@ -249,11 +249,13 @@ class FleetRoutes:
         for index, backend in enumerate(targets):
             start = self._join(fanin, refused, index, backend, path, headers, call.body)
             fanin.spawn(index, start)
+        started = False
         try:
             await fanin.ready.wait()
-        except BaseException:
-            fanin.close()
-            raise
+            started = True
+        finally:
+            if not started:  # the client left before any answer: close every upstream
+                fanin.close()
         if not fanin.streaming:
             internal = CorralError("internal error")
             answers = [refused.get(i) or _Answer.failed(b, internal) for i, b in enumerate(targets)]

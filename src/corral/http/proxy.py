@@ -230,11 +230,13 @@ class Gateway:
         if not limits.applies(state.get("principal")):
             return await self._forward(call, request, extra)
         call, admission = await limits.admit(call, request, extra)
+        forwarded = False
         try:
             response = await self._forward(call, request, extra)
-        except BaseException:
-            admission.end(0)
-            raise
+            forwarded = True
+        finally:
+            if not forwarded:  # failed or cancelled: nothing was generated
+                admission.end(0)
         if not isinstance(response, RelayResponse):
             admission.end(0)  # a cached answer counts as a request, never as tokens
             return response
@@ -297,12 +299,12 @@ class Gateway:
                 state["queue_ms"] = round(lease.queued_for * 1000, 3)
                 services.metrics.queued(lease.queued_for)
             sent_at = time.perf_counter()
+            upstream: UpstreamResponse | None = None
             try:
                 upstream = await backend.pool.request(
                     method, target, headers, call.body, request.body_stream
                 )
             except UpstreamFailure as err:
-                lease.release()
                 backend.record_failure(str(err))
                 if isinstance(err, UpstreamConnectError):
                     backend.mark_down(str(err))
@@ -318,9 +320,9 @@ class Gateway:
                     extra={"fields": {"request_id": state["request_id"], "backend": backend.name}},
                 )
                 continue
-            except BaseException:
-                lease.release()
-                raise
+            finally:
+                if upstream is None:  # failed or cancelled: the slot is free again
+                    lease.release()
             backend.mark_up()
             if upstream.status >= 500 and upstream.status != _BUSY:
                 backend.record_failure(f"answered {upstream.status}")

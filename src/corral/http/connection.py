@@ -1,0 +1,394 @@
+"""One client connection of :mod:`corral.http.server`: parsing in callbacks (httptools), limits,
+deadlines, pipelining in order; responses are framed by :class:`~corral.http.sink.ResponseWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+import httptools
+
+from corral.http.messages import BodyStream, FlowListener, HeaderList, Headers, Request, Response
+from corral.http.sink import ResponseWriter
+
+if TYPE_CHECKING:
+    from corral.http.server import HttpServer
+
+log = logging.getLogger("corral.http")
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_HOP_BY_HOP_TE = b"transfer-encoding"
+_CL = b"content-length"
+
+
+class HttpConnection(ResponseWriter, asyncio.Protocol):
+    """One client connection. Also the sink responses write into."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limits = server.limits
+        self._loop = server.loop
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self.client: tuple[str, int] = ("", 0)
+        # request being parsed
+        self._url = b""
+        self._headers: HeaderList = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._content_length: bytes | None = None
+        self._chunked_request = False
+        self._expect_continue = False
+        self._parsing = False
+        self._streamed: BodyStream | None = None
+        # requests waiting for their turn, and the one being answered
+        self._pipeline: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._current: Request | None = None
+        self._continue_pending = False
+        self._reading_paused = False
+        # response state
+        self._head: bytes | None = None
+        self._chunked = False
+        self._head_only = False
+        self._keep_alive = True
+        self._write_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._flow: FlowListener | None = None
+        self._closed = False
+        # One lazy watchdog timer per connection: events only move deadlines, the timer
+        # re-arms itself when it fires early. Cheaper than a timer per request.
+        self._timer: asyncio.TimerHandle | None = None
+        self._msg_started = 0.0
+        self._last_read = 0.0
+        self._in_body = False
+        self._idle_deadline = 0.0
+
+    # ---- connection lifecycle -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.client = (str(peer[0]), int(peer[1]))
+        self._server.connections.add(self)
+        self._idle_deadline = self._loop.time() + self._limits.header_timeout
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._server.connections.discard(self)
+        self._cancel_timer()
+        self._pipeline.clear()
+        if self._task is not None and not self._task.done():
+            # The client left: stop whatever we were doing for it.
+            self._task.cancel()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("client disconnected"))
+        if self._flow is not None:
+            # Unblock an upstream paused on our behalf; the relay notices the close itself.
+            self._flow.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        if self._flow is not None:
+            self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._flow is not None:
+            self._flow.resume_writing()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as err:
+            # httptools wraps what our callbacks raise; the cause is the exception's context.
+            cause = err.__context__
+            if isinstance(cause, _BadRequest):
+                self._reject(cause.status, cause.message)
+            else:
+                self._reject(400, "malformed request")
+        except httptools.HttpParserUpgrade:
+            self._reject(501, "protocol upgrades are not supported")
+        except httptools.HttpParserError as err:
+            self._reject(400, f"malformed request: {_parser_reason(err)}")
+
+    def eof_received(self) -> bool | None:
+        # Like Go's net/http (and so Ollama), a client that closes its side has gone away:
+        # returning None closes the transport, and connection_lost cancels its request.
+        return None
+
+    # ---- parser callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_size = 0
+        self._content_length = None
+        self._chunked_request = False
+        self._expect_continue = False
+        self._in_body = False
+        # From here the whole head must arrive within header_timeout (slowloris).
+        self._msg_started = self._loop.time()
+        if self._timer is None:
+            self._arm()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_request_line:
+            raise _BadRequest(414, "request line too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self._limits.max_header_size:
+            raise _BadRequest(431, "request headers too large")
+        if len(self._headers) >= self._limits.max_headers:
+            raise _BadRequest(431, "too many request headers")
+        lname = name.lower()
+        if lname == _CL:
+            # Two lengths, even equal ones, are a smuggling vector: refuse.
+            if self._content_length is not None:
+                raise _BadRequest(400, "duplicate Content-Length header")
+            if self._chunked_request:
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+            if not value.strip().isdigit():
+                raise _BadRequest(400, "invalid Content-Length header")
+            self._content_length = value.strip()
+        elif lname == _HOP_BY_HOP_TE:
+            if self._content_length is not None:
+                raise _BadRequest(400, "both Content-Length and Transfer-Encoding")
+            self._chunked_request = True
+        elif lname == b"expect" and value.strip().lower() == b"100-continue":
+            self._expect_continue = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_body = True
+        self._last_read = self._loop.time()
+        stream_body = self._server.stream_body
+        if (
+            stream_body is not None
+            and self._task is None
+            and (self._content_length != b"0")
+            and stream_body(self._parser.get_method(), self._url)
+        ):
+            self._start_streamed()
+            return
+        length = self._content_length
+        if length is not None and int(length) > self._limits.max_body_size:
+            raise _BadRequest(413, "request body too large")
+        if self._expect_continue:
+            if self._task is None and not self._pipeline:
+                self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                self._continue_pending = True
+
+    def on_body(self, body: bytes) -> None:
+        self._last_read = self._loop.time()
+        if self._streamed is not None:
+            self._streamed.push(body)
+            return
+        self._body_size += len(body)
+        if self._body_size > self._limits.max_body_size:
+            raise _BadRequest(413, "request body too large")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._parsing = False
+        if self._streamed is not None:
+            self._streamed.finish()
+            self._streamed = None
+            return
+        request = self._build_request()
+        if self._task is None:
+            self._start(request)
+        else:
+            self._pipeline.append(request)
+            if len(self._pipeline) >= self._limits.max_pipelined and not self._reading_paused:
+                assert self._transport is not None
+                self._transport.pause_reading()
+                self._reading_paused = True
+
+    def _start_streamed(self) -> None:
+        """Dispatch now; the body follows through ``request.body_stream``."""
+        assert self._transport is not None
+        transport = self._transport
+        length = int(self._content_length) if self._content_length is not None else None
+        stream = BodyStream(transport.pause_reading, transport.resume_reading, length)
+        request = self._build_request()
+        request.body_stream = stream
+        self._streamed = stream
+        if self._expect_continue:
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._start(request)
+
+    def _build_request(self) -> Request:
+        parser = self._parser
+        url = httptools.parse_url(self._url) if self._url else None
+        path = url.path.decode("latin-1") if url is not None and url.path else "/"
+        query = url.query.decode("latin-1") if url is not None and url.query else ""
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        request = Request(
+            parser.get_method().decode("latin-1"),
+            path,
+            query,
+            Headers(self._headers),
+            body,
+            self.client,
+            parser.get_http_version(),
+            parser.should_keep_alive(),
+        )
+        return request
+
+    # ---- request dispatch -----------------------------------------------------------------
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._head = None
+        self._chunked = False
+        self._head_only = request.method == "HEAD"
+        self._keep_alive = request.keep_alive and not self._server.closing
+        self._task = self._loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            response = await self._server.handler(request)
+            await response.send(self)
+        except asyncio.CancelledError:
+            self._keep_alive = False
+            self._close()
+            return
+        except ConnectionError:
+            self._close()
+            return
+        except Exception:
+            # Handlers render their own errors; reaching here is a bug.
+            log.exception("unhandled error answering %s %s", request.method, request.path)
+            if self._head is None and not self._closed:
+                self._keep_alive = False
+                await self._server.render_error(request.path, 500, "internal error").send(self)
+            else:
+                self._close()
+            return
+        self._finish()
+
+    def _finish(self) -> None:
+        self._task = None
+        self._current = None
+        self._flow = None
+        if self._closed:
+            return
+        if self._streamed is not None:
+            # Answered before the upload ended: the rest of it has nowhere to go.
+            self._keep_alive = False
+        if not self._keep_alive:
+            self._close()
+            return
+        if self._pipeline:
+            request = self._pipeline.popleft()
+            if self._reading_paused and len(self._pipeline) < self._limits.max_pipelined // 2:
+                assert self._transport is not None
+                self._transport.resume_reading()
+                self._reading_paused = False
+            self._start(request)
+        elif self._continue_pending:
+            self._continue_pending = False
+            self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        elif not self._parsing:
+            self._idle_deadline = self._loop.time() + self._limits.keepalive_timeout
+            if self._timer is None:
+                self._arm()
+
+    def _reject(self, status: int, message: str) -> None:
+        """Answer a request we could not parse, then close: the stream is out of sync."""
+        self._pipeline.clear()
+        self._keep_alive = False
+        if self._transport is None or self._closed:
+            return
+        if self._task is not None:
+            # A response is in progress; its framing must not be interleaved with ours.
+            self._close()
+            return
+        self._transport.pause_reading()
+        self._head_only = False
+        self._head = None
+        self._chunked = False
+        path = self._url.decode("latin-1", "replace")
+        response = self._server.render_error(path, status, message)
+        self._task = self._loop.create_task(self._send_and_close(response))
+
+    async def _send_and_close(self, response: Response) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+            await response.send(self)
+        self._close()
+
+    # ---- timers ---------------------------------------------------------------------------
+
+    def _arm(self, delay: float | None = None) -> None:
+        if delay is None:
+            delay = min(self._limits.header_timeout, self._limits.keepalive_timeout)
+        self._timer = self._loop.call_later(max(delay, 0.001), self._watchdog)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _watchdog(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        now = self._loop.time()
+        timeout = self._limits.header_timeout
+        if self._parsing:
+            # A slow head is bounded from its start; a slow body from its last bytes.
+            due = (self._last_read if self._in_body else self._msg_started) + timeout
+            if now >= due:
+                if self._task is None:
+                    self._reject(408, "request not received in time")
+                else:
+                    self._close()
+                return
+        elif self._task is None and not self._pipeline:
+            due = self._idle_deadline
+            if now >= due:
+                self._close()
+                return
+        else:
+            # Busy answering: the upstream side has its own deadlines. Look again later.
+            due = now + timeout
+        self._arm(due - now)
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    def close_if_idle(self) -> None:
+        if self._task is None and not self._parsing:
+            self._close()
+
+
+def _parser_reason(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.split(":", 1)[-1].strip() if ":" in text else text

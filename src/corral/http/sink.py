@@ -1,0 +1,117 @@
+"""The response half of a client connection: how a response is framed onto the socket.
+
+:class:`ResponseWriter` is the :class:`~corral.http.messages.ResponseSink` every response writes
+into: the status line and headers (held back so they leave with the first body bytes), chunked or
+fixed-length framing, HTTP/1.0 clients, ``HEAD``, back-pressure (``drain``, flow listeners).
+:class:`~corral.http.connection.HttpConnection` owns the state; this class only writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from http import HTTPStatus
+
+from corral.http.messages import FlowListener, HeaderList, Request
+
+_REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+_REASONS[499] = b"Client Closed Request"
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _REASONS.get(status, b"Unknown")
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        _STATUS_LINES[status] = line
+    return line
+
+
+class ResponseWriter:
+    """Framing for one connection's responses; the connection sets the fields below."""
+
+    _transport: asyncio.Transport | None
+    _loop: asyncio.AbstractEventLoop
+    _current: Request | None
+    _head: bytes | None
+    _chunked: bool
+    _head_only: bool
+    _keep_alive: bool
+    _closed: bool
+    _write_paused: bool
+    _drain_waiter: asyncio.Future[None] | None
+    _flow: FlowListener | None
+
+    @property
+    def head_only(self) -> bool:
+        return self._head_only
+
+    def write_head(self, status: int, headers: HeaderList, *, chunked: bool) -> None:
+        http10 = self._current is not None and self._current.http_version == "1.0"
+        if chunked and http10:
+            # HTTP/1.0 has no chunked encoding: send the body raw and close to end it.
+            chunked = False
+            self._keep_alive = False
+        self._chunked = chunked and not self._head_only
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(name + b": " + value + b"\r\n")
+        if chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if not self._keep_alive:
+            parts.append(b"Connection: close\r\n")
+        elif http10:
+            parts.append(b"Connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        # Held back so the head and the first body bytes leave in one write.
+        self._head = b"".join(parts)
+
+    def write(self, data: bytes) -> None:
+        if self._head_only:
+            return
+        if self._chunked:
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        self._write_raw(data)
+
+    def end(self) -> None:
+        tail = b"0\r\n\r\n" if self._chunked else b""
+        head = self._head
+        if head:
+            self._head = b""
+            tail = head + tail
+        if tail:
+            self._write_raw(tail)
+
+    async def drain(self) -> None:
+        if self._closed:
+            raise ConnectionResetError("client disconnected")
+        if not self._write_paused:
+            return
+        self._drain_waiter = self._loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def set_flow_listener(self, listener: FlowListener | None) -> None:
+        self._flow = listener
+        if listener is not None and self._write_paused:
+            listener.pause_writing()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def abort(self) -> None:
+        """Drop the connection without a proper end, so a cut body is not taken as whole."""
+        self._keep_alive = False
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _write_raw(self, data: bytes) -> None:
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
