@@ -17,7 +17,7 @@ The stages after read ``request.state["principal"]`` (limits, usage) and
 Example::
 
     access = AccessControl(settings, authenticator, activity)
-    call = access.admit(request, endpoint, gateway._parse)
+    call = access.admit(request, endpoint, parse_call)
 """
 
 from __future__ import annotations

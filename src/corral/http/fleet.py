@@ -147,6 +147,18 @@ class FleetRoutes:
         added, removed = index_change(endpoint, call.fields)
         self.fleet.models_changed(backends, added, removed)
 
+    def excluded(self, call: Call, request: Request) -> set[Backend]:
+        """Backends a routed request must not go to: those left out of ``X-Corral-Backend``;
+        and for blob uploads all but one, always the same, so that the ``create`` that follows
+        finds its files (see :meth:`targets`)."""
+        if request.headers.get_bytes(TARGET_HEADER.lower().encode()) is not None:
+            wanted = self.targets(request)
+        elif call.endpoint == "/api/blobs/{digest}":
+            wanted = self.targets(request)[:1]
+        else:
+            return set()
+        return {b for b in self.fleet.backends if b not in wanted}
+
     def targets(self, request: Request, call: Call | None = None) -> list[Backend]:
         """The backends named in ``X-Corral-Backend``, else every usable one; except that a
         ``create`` from uploaded files goes where blob uploads go (the first usable backend),

@@ -63,9 +63,6 @@ class Headers:
     def get_bytes(self, name: bytes) -> bytes | None:
         return self._lookup().get(name.lower())
 
-    def raw_names(self) -> set[bytes]:
-        return set(self._lookup())
-
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False

@@ -1,8 +1,6 @@
-"""The request flow of DESIGN.md §3 for API routes: edge, parse, limits, cache, route and
-queue, relay, record.
-
-:class:`Gateway` is the server's handler. Each stage is a method; stages that answer from memory
-do not suspend. Errors are ``CorralError`` subclasses, rendered once per surface at the end.
+"""The request flow for API routes: edge, parse, auth, limits, cache, route and queue, relay,
+record. :class:`Gateway` is the server's handler; each stage is a method, and stages that answer
+from memory do not suspend. Errors are rendered once per surface at the end.
 
 Example::
 
@@ -20,10 +18,9 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from corral.backends.models import keep_alive_seconds, normalize_model
+from corral.backends.models import keep_alive_seconds
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
@@ -32,12 +29,12 @@ from corral.backends.upstream import (
 )
 from corral.context import Call
 from corral.errors import (
-    BadRequest,
     CorralError,
     MethodNotAllowed,
     ModelNotFound,
 )
 from corral.http import routes
+from corral.http.calls import parse_call, upstream_headers
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
@@ -53,25 +50,6 @@ log = logging.getLogger("corral.proxy")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
-# Never forwarded: hop-by-hop, recomputed, or answered by corral itself (CORS).
-_NOT_FORWARDED = frozenset(
-    {
-        b"host",
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"content-length",
-        b"expect",
-        b"origin",
-        b"x-request-id",
-        b"x-forwarded-for",
-    }
-)
 
 def _is_error_line(chunk: bytes) -> bool:
     return chunk.startswith((b'{"error"', b'data: {"error"'))
@@ -138,15 +116,17 @@ class Gateway:
             elif endpoint.kind == "admin":
                 response = await self.services.admin.answer(request)
             elif endpoint.kind == "fleet":
-                call = access.admit(request, endpoint, self._parse)
+                call = access.admit(request, endpoint, parse_call)
                 state["model"] = call.model
-                headers = self._upstream_headers(request, request_id)
+                headers = upstream_headers(
+                    request, request_id, self.services.access.credential_headers
+                )
                 response = await self.services.fleet_routes.answer(
                     endpoint.name, request, call, headers
                 )
             else:
                 # The key is checked, and removed from what goes upstream, before routing.
-                call = access.admit(request, endpoint, self._parse)
+                call = access.admit(request, endpoint, parse_call)
                 state["model"] = call.model
                 response = await self._limited(call, request, extra)
                 if isinstance(response, RelayResponse):
@@ -171,56 +151,7 @@ class Gateway:
         body = self.services.metrics.render()
         return Response(200, body, [(b"Content-Type", CONTENT_TYPE_LATEST.encode())])
 
-    # ---- parse ----------------------------------------------------------------------------
-
-    def _parse(self, endpoint: routes.Endpoint, request: Request) -> Call:
-        fields: dict[str, Any] = {}
-        body = request.body
-        if body and request.method in ("POST", "DELETE") and endpoint.name != "/api/blobs/{digest}":
-            try:
-                decoded = orjson.loads(body)
-            except orjson.JSONDecodeError as err:
-                raise BadRequest(f"invalid JSON in request body: {err}") from None
-            if not isinstance(decoded, dict):
-                raise BadRequest("request body must be a JSON object")
-            fields = decoded
-        model: str | None = None
-        if endpoint.kind == "model":
-            for field in endpoint.model_fields:
-                value = fields.get(field)
-                if isinstance(value, str) and value:
-                    model = value
-                    break
-            if model is None:
-                raise BadRequest("model is required")
-        stream = fields.get("stream", endpoint.streams_by_default)
-        if not isinstance(stream, bool):
-            raise BadRequest("stream must be true or false")
-        num_ctx = None
-        options = fields.get("options")
-        if isinstance(options, dict):
-            value = options.get("num_ctx")
-            num_ctx = value if isinstance(value, int) else None
-        model_key = normalize_model(model) if model is not None else None
-        return Call(
-            endpoint.surface, endpoint.name, model, stream, body, fields, model_key, num_ctx
-        )
-
     # ---- route, queue and relay -----------------------------------------------------------
-
-    def _upstream_headers(self, request: Request, request_id: str) -> HeaderList:
-        # A client's credentials are corral's business only: no backend ever sees them.
-        credentials = self.services.access.credential_headers
-        headers = [
-            (n, v)
-            for n, v in request.headers.raw
-            if (name := n.lower()) not in _NOT_FORWARDED and name not in credentials
-        ]
-        forwarded = request.headers.get_bytes(b"x-forwarded-for")
-        client = request.client[0].encode()
-        headers.append((b"X-Forwarded-For", forwarded + b", " + client if forwarded else client))
-        headers.append((b"X-Request-ID", request_id.encode()))
-        return headers
 
     async def _limited(self, call: Call, request: Request, extra: HeaderList) -> Response:
         """The limits stage (429 here), then :meth:`_forward`; what the request reserved is
@@ -282,8 +213,10 @@ class Gateway:
         if request.query:
             target += b"?" + request.query.encode("latin-1")
         method = request.method.encode()
-        headers = self._upstream_headers(request, state["request_id"])
-        tried = self._not_targeted(call, request)
+        headers = upstream_headers(
+            request, state["request_id"], self.services.access.credential_headers
+        )
+        tried = self.services.fleet_routes.excluded(call, request)
         failure: CorralError | None = None
         busy: tuple[UpstreamResponse, Lease, float] | None = None
         for attempt in range(services.settings.max_failover_tries):
@@ -341,19 +274,6 @@ class Gateway:
             return self._relay(busy[0], busy[1], busy[2], call, request, extra)
         assert failure is not None
         raise failure
-
-    def _not_targeted(self, call: Call, request: Request) -> set[Backend]:
-        """Backends this request must not go to: those left out of an ``X-Corral-Backend``
-        header; and for blob uploads, all but one, always the same, so that the ``create``
-        that follows finds its files (see ``FleetRoutes.targets``)."""
-        fleet = self.services.fleet
-        if b"x-corral-backend" in request.headers.raw_names():
-            wanted = self.services.fleet_routes.targets(request)
-        elif call.endpoint == "/api/blobs/{digest}":
-            wanted = self.services.fleet_routes.targets(request)[:1]
-        else:
-            return set()
-        return {b for b in fleet.backends if b not in wanted}
 
     async def _acquire(self, call: Call, exclude: frozenset[Backend]) -> Lease:
         try:
@@ -458,7 +378,13 @@ class Gateway:
             "duration_ms": round((now - started) * 1000, 3),
         }
         for key in (
-            "model", "backend", "cache", "queue_ms", "prompt_tokens", "generated_tokens", "error"
+            "model",
+            "backend",
+            "cache",
+            "queue_ms",
+            "prompt_tokens",
+            "generated_tokens",
+            "error",
         ):
             value = state.get(key)
             if value is not None:
