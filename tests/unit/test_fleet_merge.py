@@ -12,11 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ollama._types import ListResponse
 
+from corral.http.fanin import Fanin, FaninStream, Passthrough
 from corral.http.fanout import (
-    Fanin,
-    FaninStream,
     LineSplitter,
-    Passthrough,
     ProgressMerger,
     error_message,
     lowest_version,

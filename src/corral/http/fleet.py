@@ -36,10 +36,8 @@ from corral.backends.upstream import (
 )
 from corral.context import Call
 from corral.errors import BadRequest, CorralError, NoHealthyBackend, UpstreamError
+from corral.http.fanin import Fanin, FaninStream, Passthrough
 from corral.http.fanout import (
-    Fanin,
-    FaninStream,
-    Passthrough,
     ProgressMerger,
     error_message,
     lowest_version,
