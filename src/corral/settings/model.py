@@ -24,7 +24,6 @@ from pydantic import (
     model_validator,
 )
 
-
 ENV_PREFIX = "CORRAL_"
 NESTED_DELIMITER = "__"
 OLLAMA_PORT = 11434
