@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from corral.observability.logs import JsonFormatter
 from corral.settings import AuthSettings
 from tests.auth.gateway import CHAT, gateway
 
@@ -22,21 +17,6 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "admin-token-for-logs"
 
 
-@pytest.fixture
-def corral_log() -> Iterator[io.StringIO]:
-    """Every corral log record, at debug level, formatted as production formats it."""
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("corral")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield buffer
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 def secrets_in(text: str, keys: list[str]) -> list[str]:

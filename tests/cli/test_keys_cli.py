@@ -11,24 +11,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 
-from corral import compat
 from corral.auth.keyformat import key_digest
 from corral.cli.main import main
 from corral.storage.engine import Database
 from corral.storage.keys import SqlKeyStore
+from tests.clitools import clear_corral_environment, corral_on
 
 KEY = re.compile(r"corral_[A-Za-z0-9_-]{43}")
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    aliases = {alias.name for alias in compat.ENV_ALIASES}
-    for name in list(os.environ):
-        if name.startswith("CORRAL_") or name in aliases:
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+    clear_corral_environment(monkeypatch, tmp_path)
 
 
 @pytest.fixture
@@ -36,8 +32,7 @@ def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'keys.db'}"
 
 
-def corral(db: str, *args: str) -> Result:
-    return CliRunner().invoke(main, [*args, "--database-url", db], catch_exceptions=False)
+corral = corral_on
 
 
 def stored_digests(db: str) -> list[bytes]:

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import httpx
 import pytest
 
 from corral.app import App
-from corral.observability.logs import JsonFormatter
 from corral.observability.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from corral.settings import LimitSettings, ScopeLimits, WebhookSettings
 from corral.storage.keys import KeySpec
@@ -31,20 +29,6 @@ def no_backoff(attempts: int) -> float:
     return 0.0
 
 
-@pytest.fixture
-def corral_log() -> Iterator[io.StringIO]:
-    buffer = io.StringIO()
-    handler = logging.StreamHandler(buffer)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("corral")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    try:
-        yield buffer
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
 
 
 @pytest.fixture
