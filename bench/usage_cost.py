@@ -1,42 +1,48 @@
-"""What usage accounting adds to a request: the time of ``RequestAccounting.finished``, the one
-call the gateway makes when a request ends (a usage record appended to the writer's queue).
+"""What usage accounting costs a corral process per request: ``RequestAccounting.finished`` (the
+one call the gateway makes when a request ends) and the writer's share, rows inserted into a
+real SQLite database by the background writer, as CPU time of the whole process (the driver's
+thread included), per granularity.
 
     $ python -m bench.usage_cost
-    usage on:  1.25 µs per request (1,000,000 requests)
-    usage off: 0.39 µs per request
-    cost:      0.87 µs per request
+    usage off:               0.35 µs CPU per request
+    usage per minute:        1.10 µs CPU per request
+    usage per request:      12.40 µs CPU per request
 
-The writer itself runs in the background and is not on a request's path; it is not timed here.
+The writer flushes as it would at ``RATE`` requests a second (scenario (a) of the benchmark):
+per request when ``BATCH`` rows are waiting, per minute once every ``interval`` (a second).
+Every request has the same key, model and backend, as in scenario (a).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import resource
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from corral.auth.keyformat import new_key
 from corral.auth.principal import Principal
 from corral.observability.accounting import RequestAccounting
 from corral.observability.usage_writer import UsageWriter
-from corral.storage.usage import UsageQuery, UsageRecord, UsageTotals
+from corral.storage.engine import Database
+from corral.storage.keys import KeySpec, SqlKeyStore
+from corral.storage.usage import SqlUsageStore
 
-REQUESTS = 1_000_000
+REQUESTS = 100_000
 BATCH = 500  # the writer's default batch size
+RATE = 8_000  # requests a second
 
 
-class NoTable:
-    async def insert(self, batch: list[UsageRecord]) -> None:
-        return None
-
-    async def query(self, query: UsageQuery) -> list[UsageTotals]:
-        return []
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
-def per_request(accounting: RequestAccounting, requests: int) -> float:
-    """Mean µs per call, in rounds of ``BATCH`` requests with the queue drained between rounds
-    (by the writer, as in a running corral; the drain is not timed)."""
+async def per_request(accounting: RequestAccounting, requests: int, key_id: int) -> float:
+    """Mean µs of CPU per request, recording and writing."""
     state: dict[str, Any] = {
-        "principal": Principal(7, "ci"),
+        "principal": Principal(key_id, "ci"),
         "model": "llama3.2",
         "backend": "gpu1",
         "prompt_tokens": 26,
@@ -48,27 +54,50 @@ def per_request(accounting: RequestAccounting, requests: int) -> float:
         "route": "/api/chat",
         "status": 200,
         "duration_ms": 812.5,
+        "ttfb_ms": 151.2,
     }
     finished = accounting.finished
     writer = accounting.usage
-    spent = 0.0
-    for _ in range(requests // BATCH):
-        started = time.perf_counter()
-        for _ in range(BATCH):
+    every = BATCH if writer is None or writer.per_request else int(RATE * writer.interval)
+    started = cpu_seconds()
+    for _ in range(requests // every):
+        for _ in range(every):
             finished(state, entry)
-        spent += time.perf_counter() - started
         if writer is not None:
-            asyncio.run(writer.flush())
-    return spent / requests * 1e6
+            await writer.flush()
+    return (cpu_seconds() - started) / requests * 1e6
+
+
+async def measure(granularity: str | None, directory: Path) -> float:
+    if granularity is None:
+        return await per_request(RequestAccounting(None, None), REQUESTS, 1)
+    database = Database(f"sqlite+aiosqlite:///{directory / granularity}.db")
+    await database.start()
+    try:
+        issued = new_key()
+        key = await SqlKeyStore(database).create(
+            KeySpec(name="ci"), prefix=issued.prefix, digest=issued.digest
+        )
+        writer = UsageWriter(
+            SqlUsageStore(database), per_request=granularity == "request", batch_size=BATCH
+        )
+        accounting = RequestAccounting(writer, None)
+        await per_request(accounting, RATE, key.id)  # warm up
+        return await per_request(accounting, REQUESTS, key.id)
+    finally:
+        await database.aclose()
+
+
+async def run() -> None:
+    with tempfile.TemporaryDirectory(prefix="corral-usage-cost-") as tmp:
+        for label, granularity in (("off", None), ("per minute", "minute"),
+                                   ("per request", "request")):  # fmt: skip
+            cost = await measure(granularity, Path(tmp))
+            print(f"usage {label + ':':<18} {cost:6.2f} µs CPU per request")
 
 
 def main() -> None:
-    writer = UsageWriter(NoTable(), max_queue=10_000, batch_size=BATCH)
-    on = per_request(RequestAccounting(writer, None), REQUESTS)
-    off = per_request(RequestAccounting(None, None), REQUESTS)
-    print(f"usage on:  {on:.2f} µs per request ({REQUESTS:,} requests)")
-    print(f"usage off: {off:.2f} µs per request")
-    print(f"cost:      {on - off:.2f} µs per request")
+    asyncio.run(run())
 
 
 if __name__ == "__main__":

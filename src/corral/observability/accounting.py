@@ -9,7 +9,7 @@ Example::
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 from typing import TYPE_CHECKING, Any
 
 from corral.backends.models import normalize_model
@@ -23,10 +23,23 @@ if TYPE_CHECKING:
     from corral.storage.engine import Database
 
 
+# Distinct model names remembered in their resolved form; a client can send any name at all.
+_NAMES_KEPT = 1024
+
+
 class RequestAccounting:
     def __init__(self, usage: UsageWriter | None, webhooks: Webhooks | None) -> None:
         self.usage = usage
         self.webhooks = webhooks
+        self._names: dict[str, str] = {}
+
+    def _resolved(self, model: str) -> str:
+        name = self._names.get(model)
+        if name is None:
+            if len(self._names) >= _NAMES_KEPT:
+                self._names.clear()
+            name = self._names[model] = normalize_model(model)
+        return name
 
     def finished(self, state: dict[str, Any], entry: dict[str, Any]) -> None:
         """Record one API request that ended (answered, failed or cancelled).
@@ -38,12 +51,12 @@ class RequestAccounting:
         # As Ollama resolves it: "llama3.2" and "llama3.2:latest" are one model in a report.
         model = state.get("model")
         if model:
-            model = normalize_model(model)
+            model = self._resolved(model)
         usage = self.usage
         if usage is not None:
             usage.record(
                 UsageRecord(
-                    datetime.now(UTC),
+                    time.time(),
                     entry["route"],
                     entry["status"],
                     key_id,
@@ -54,6 +67,8 @@ class RequestAccounting:
                     state.get("prompt_tokens"),
                     state.get("generated_tokens"),
                     entry["duration_ms"],
+                    entry.get("ttfb_ms"),
+                    state.get("queue_ms"),
                 )
             )
         hooks = self.webhooks
@@ -86,6 +101,7 @@ def open_recording(settings: Settings, database: Database) -> tuple[UsageWriter 
     if given.enabled:
         usage = UsageWriter(
             SqlUsageStore(database),
+            per_request=given.granularity == "request",
             max_queue=given.queue_size,
             batch_size=given.batch_size,
             interval=given.flush_interval,

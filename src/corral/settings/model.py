@@ -235,14 +235,18 @@ def _check_database_url(url: str | None) -> str | None:
 
 
 class UsageSettings(Section):
-    """Usage accounting: a record per finished request, written to the database in batches."""
+    """Usage accounting: every finished request is counted, written to the database in batches."""
 
     enabled: bool = True
     """Record usage (seed 004's apiUsage); off: nothing is queued or written."""
+    granularity: Literal["minute", "request"] = "minute"
+    """``minute``: a row per minute, key, model, backend, route and status, with the number of
+    requests and their sums (cheap at any rate); ``request``: a row per request, with its id
+    and client address (an audit trail; a row insert for every request)."""
     queue_size: int = Field(default=10_000, ge=1)
-    """Records waiting for the writer; beyond this they are dropped and counted."""
+    """Rows waiting for the writer; beyond this, records are dropped and counted."""
     batch_size: int = Field(default=500, ge=1)
-    """Records written per statement."""
+    """Rows written per statement."""
     flush_interval: float = Field(default=1.0, gt=0)
     """Seconds between two writes when the queue has not reached batch_size."""
 

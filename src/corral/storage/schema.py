@@ -99,6 +99,10 @@ usage = sa.Table(
     sa.Column("prompt_tokens", sa.Integer),
     sa.Column("completion_tokens", sa.Integer),
     sa.Column("duration_ms", sa.Float),
+    sa.Column("ttft_ms", sa.Float),
+    sa.Column("queue_ms", sa.Float),
+    # Requests this row counts: 1 when usage is kept per request, more when per minute.
+    sa.Column("requests", sa.Integer, nullable=False, server_default="1"),
 )
 
 webhooks = sa.Table(

@@ -1,5 +1,10 @@
-"""Usage records in the database: one row per finished (or cancelled) request, and the totals
-``corral usage`` and ``GET /admin/usage`` report.
+"""Usage records in the database, and the totals ``corral usage`` and ``GET /admin/usage``
+report.
+
+A row counts ``requests`` requests that share a minute, key, model, backend, route and status,
+with the sums of their tokens and times (``usage.granularity = "minute"``, the default), or is
+one request with its id and client address (``"request"``). Reports add rows up, so they read
+both kinds alike, and a table can hold both.
 
 Rows are written in batches by :class:`corral.observability.usage_writer.UsageWriter`; nothing
 here runs on a request's path.
@@ -7,7 +12,7 @@ here runs on a request's path.
 Example::
 
     store = SqlUsageStore(database)
-    await store.insert([UsageRecord(ts=now, route="/api/chat", status=200, key_id=1, ...)])
+    await store.insert([UsageRecord(ts=time.time(), route="/api/chat", status=200, key_id=1)])
     rows = await store.query(UsageQuery(by="key", since=now - timedelta(days=1)))
 """
 
@@ -55,9 +60,13 @@ def parse_since(value: str | None, now: datetime) -> datetime | None:
 # Not frozen: one is made per request, and a frozen dataclass sets each field the slow way.
 @dataclass(slots=True)
 class UsageRecord:
-    """What one request did. ``key_id`` is ``None`` for requests without a stored key."""
+    """What one request did, or (``requests`` > 1) the sums of several that share a minute,
+    key, model, backend, route and status. ``ts`` is in seconds since the epoch (cheaper to
+    take on a request's path than a ``datetime``); ``key_id`` is ``None`` for requests without
+    a stored key. ``ttft_ms`` is the time to the answer's first byte, ``queue_ms`` the wait
+    for a backend slot."""
 
-    ts: datetime
+    ts: float
     route: str
     status: int
     key_id: int | None = None
@@ -68,6 +77,25 @@ class UsageRecord:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     duration_ms: float | None = None
+    ttft_ms: float | None = None
+    queue_ms: float | None = None
+    requests: int = 1
+
+    def add(self, other: UsageRecord) -> None:
+        """Count ``other`` in this record's sums (both for the same minute, key, model...).
+        A sum stays ``None`` (not known) only while every part of it is."""
+        # Written out, not looped over field names: this runs once per request.
+        self.requests += other.requests
+        if other.prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + other.prompt_tokens
+        if other.completion_tokens is not None:
+            self.completion_tokens = (self.completion_tokens or 0) + other.completion_tokens
+        if other.duration_ms is not None:
+            self.duration_ms = (self.duration_ms or 0.0) + other.duration_ms
+        if other.ttft_ms is not None:
+            self.ttft_ms = (self.ttft_ms or 0.0) + other.ttft_ms
+        if other.queue_ms is not None:
+            self.queue_ms = (self.queue_ms or 0.0) + other.queue_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +124,9 @@ class UsageTotals:
     prompt_tokens: int
     completion_tokens: int
     duration_ms: float
+    ttft_ms: float = 0.0
+    """Summed over the requests whose answer began (errors before it and cache hits have none)."""
+    queue_ms: float = 0.0
 
     @property
     def total_tokens(self) -> int:
@@ -106,13 +137,18 @@ class UsageTotals:
 
 
 _INSERT_COLUMNS = (
-    "ts", "route", "status", "key_id", "model", "backend", "request_id",
-    "client_ip", "prompt_tokens", "completion_tokens", "duration_ms",
+    "ts", "route", "status", "key_id", "model", "backend", "request_id", "client_ip",
+    "prompt_tokens", "completion_tokens", "duration_ms", "ttft_ms", "queue_ms", "requests",
 )  # fmt: skip
 
 
-def _sqlite_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+_KEY_ID = _INSERT_COLUMNS.index("key_id")
+
+
+def _sqlite_time(ts: float) -> str:
+    """SQLAlchemy's form of a time on SQLite: naive UTC text with microseconds."""
+    moment = datetime.fromtimestamp(ts, UTC).replace(tzinfo=None)
+    return moment.isoformat(" ", "microseconds")
 
 
 class SqlUsageStore:
@@ -127,20 +163,41 @@ class SqlUsageStore:
         if not batch:
             return
         # Plain tuples through the driver's executemany: no per-row deep copy, no statement
-        # compilation per batch. At thousands of requests a second this writer shares the
-        # event loop with the relay, so its cost per row is the relay's cost too.
+        # compilation per batch. With usage kept per request, at thousands of requests a
+        # second, this writer shares the event loop with the relay: its cost per row is the
+        # relay's cost too.
+        when = _sqlite_time if self.database.is_sqlite else _aware_time
         rows: list[tuple[object, ...]] = [
             (
-                r.ts, r.route, r.status, r.key_id, r.model, r.backend, r.request_id,
-                r.client_ip, r.prompt_tokens, r.completion_tokens, r.duration_ms,
+                when(r.ts), r.route, r.status, r.key_id, r.model, r.backend, r.request_id,
+                r.client_ip, r.prompt_tokens, r.completion_tokens, r.duration_ms, r.ttft_ms,
+                r.queue_ms, r.requests,
             )
             for r in batch
         ]  # fmt: skip
-        if self.database.is_sqlite:
-            # SQLAlchemy keeps SQLite times as naive UTC text with microseconds.
-            rows = [(_sqlite_time(r.ts), *row[1:]) for r, row in zip(batch, rows, strict=True)]
-        async with self.database.engine.begin() as conn:
-            await conn.exec_driver_sql(self._insert_sql(), rows)
+        try:
+            async with self.database.engine.begin() as conn:
+                await conn.exec_driver_sql(self._insert_sql(), rows)
+        except sa.exc.IntegrityError:
+            # A key deleted after its requests ended but before their rows were written:
+            # the rows are kept, as requests without a stored key (what ON DELETE SET NULL
+            # would have made of them a moment later).
+            rows = await self._without_deleted_keys(rows)
+            async with self.database.engine.begin() as conn:
+                await conn.exec_driver_sql(self._insert_sql(), rows)
+
+    async def _without_deleted_keys(
+        self, rows: list[tuple[object, ...]]
+    ) -> list[tuple[object, ...]]:
+        ids = {row[_KEY_ID] for row in rows if row[_KEY_ID] is not None}
+        async with self.database.engine.connect() as conn:
+            found = await conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id.in_(ids)))
+            alive = set(found.scalars())
+        return [
+            row if row[_KEY_ID] is None or row[_KEY_ID] in alive
+            else (*row[:_KEY_ID], None, *row[_KEY_ID + 1 :])
+            for row in rows
+        ]  # fmt: skip
 
     def _insert_sql(self) -> str:
         if self._insert is None:
@@ -158,16 +215,19 @@ class SqlUsageStore:
         dialect = "sqlite" if self.database.is_sqlite else "postgresql"
         group = _group_column(query.by, dialect)
         name = api_keys.c.name if query.by == "key" else sa.null()
-        errors = sa.func.sum(sa.case((usage.c.status >= 400, 1), else_=0))
+        # A row may stand for several requests: totals add ``requests`` up, never count rows.
+        errors = sa.func.sum(sa.case((usage.c.status >= 400, usage.c.requests), else_=0))
         statement = (
             sa.select(
                 group.label("grp"),
                 sa.func.max(name).label("name") if query.by == "key" else name.label("name"),
-                sa.func.count().label("requests"),
+                sa.func.coalesce(sa.func.sum(usage.c.requests), 0).label("requests"),
                 errors.label("errors"),
                 sa.func.coalesce(sa.func.sum(usage.c.prompt_tokens), 0).label("prompt"),
                 sa.func.coalesce(sa.func.sum(usage.c.completion_tokens), 0).label("completion"),
                 sa.func.coalesce(sa.func.sum(usage.c.duration_ms), 0.0).label("duration"),
+                sa.func.coalesce(sa.func.sum(usage.c.ttft_ms), 0.0).label("ttft"),
+                sa.func.coalesce(sa.func.sum(usage.c.queue_ms), 0.0).label("queue"),
             )
             .select_from(usage.outerjoin(api_keys, usage.c.key_id == api_keys.c.id))
             .group_by(group)
@@ -190,9 +250,15 @@ class SqlUsageStore:
                 prompt_tokens=int(row.prompt),
                 completion_tokens=int(row.completion),
                 duration_ms=round(float(row.duration), 3),
+                ttft_ms=round(float(row.ttft), 3),
+                queue_ms=round(float(row.queue), 3),
             )
             for row in rows
         ]
+
+
+def _aware_time(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
 
 
 def _group_column(by: GroupBy, dialect: str) -> sa.ColumnElement[Any]:
