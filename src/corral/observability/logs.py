@@ -13,7 +13,6 @@ import contextlib
 import logging
 import sys
 import time
-from collections import deque
 from collections.abc import Callable
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
@@ -103,33 +102,41 @@ def raw_writer(handler: logging.Handler) -> Callable[[bytes], None]:
 class AccessLog:
     """One JSON line per finished request, written off the request path.
 
-    >>> log = AccessLog(capacity=10)
+    A line is serialised when it is recorded (a fraction of a microsecond with orjson) into one
+    growing buffer, which a background task writes out every ``interval``. Holding the entries
+    themselves until then would keep thousands of dicts alive per interval at high rates, and
+    allocating and freeing that much memory each time costs more than the serialisation.
+    Past ``capacity`` bytes waiting (the log's destination is stuck), lines are dropped and
+    counted.
+
+    >>> log = AccessLog(capacity=1024)
     >>> log.record({"status": 200})
-    >>> len(log.pending)
-    1
+    >>> bytes(log.pending)
+    b'{"status":200}\\n'
     """
 
     def __init__(
         self,
         stream: BinaryIO | None = None,
-        capacity: int = 100_000,
+        capacity: int = 16 * 1024 * 1024,
         interval: float = 0.2,
         *,
         write: Callable[[bytes], None] | None = None,
     ) -> None:
         self._stream = stream
         self._write = write
-        self.pending: deque[dict[str, Any]] = deque()
+        self.pending = bytearray()
         self.capacity = capacity
         self.interval = interval
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
 
     def record(self, entry: dict[str, Any]) -> None:
-        if len(self.pending) >= self.capacity:
+        pending = self.pending
+        if len(pending) >= self.capacity:
             self.dropped += 1
             return
-        self.pending.append(entry)
+        pending += orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="access-log")
@@ -142,12 +149,8 @@ class AccessLog:
     def flush(self) -> None:
         if not self.pending:
             return
-        lines = []
-        pending = self.pending
-        while pending:
-            lines.append(orjson.dumps(pending.popleft(), default=str))
-        lines.append(b"")
-        data = b"\n".join(lines)
+        data = bytes(self.pending)
+        self.pending.clear()
         with contextlib.suppress(OSError, ValueError):
             if self._write is not None:
                 self._write(data)
