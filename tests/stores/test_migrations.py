@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from corral.settings import Settings
 from corral.storage import migrate
 from corral.storage.engine import Database, async_url
 from corral.storage.keys import SqlKeyStore
-from tests.stores.backing import sqlite_url
+from tests.stores.backing import create_postgres_database, drop_postgres_database, sqlite_url
 
 
 def test_the_head_constant_names_the_newest_migration() -> None:
@@ -118,3 +120,72 @@ def test_database_urls_get_an_async_driver(text: str) -> None:
 
 def test_the_displayed_url_hides_the_password() -> None:
     assert "s3cret" not in Database("postgresql://corral:s3cret@db/corral").display_url
+
+
+def schema_of(sync: sa.Connection) -> dict[str, object]:
+    """Tables with their columns (type, nullability), indexes and foreign keys, as the
+    database itself describes them."""
+    inspector = sa.inspect(sync)
+    found: dict[str, object] = {}
+    for table in sorted(inspector.get_table_names()):
+        columns = [
+            (c["name"], str(c["type"]).split("(")[0], c["nullable"])
+            for c in inspector.get_columns(table)
+        ]
+        indexes = sorted(
+            (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+            for i in inspector.get_indexes(table)
+        )
+        keys = sorted(
+            (tuple(k["constrained_columns"]), k["referred_table"], k["options"].get("ondelete"))
+            for k in inspector.get_foreign_keys(table)
+        )
+        primary = tuple(inspector.get_pk_constraint(table)["constrained_columns"])
+        found[table] = (sorted(columns), indexes, keys, primary)
+    return found
+
+
+async def test_a_new_database_gets_exactly_the_schema_the_migrations_build(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A new database is created from corral.storage.schema, not by the migrations: the two
+    must agree, or an older database upgraded in place would differ from a new one."""
+    created = create_async_engine(async_url(database_url))
+    if database_url.startswith("sqlite"):
+        stepwise_url = sqlite_url(tmp_path / "stepwise")
+        (tmp_path / "stepwise").mkdir()
+    else:
+        stepwise_url = await create_postgres_database()
+    stepwise = create_async_engine(async_url(stepwise_url))
+    try:
+        await migrate.upgrade(created)  # new: straight from the schema module
+        for revision in ("0001", "0002", migrate.HEAD_REVISION):  # one migration at a time
+            await migrate.upgrade(stepwise, revision)
+        schemas = []
+        for engine in (created, stepwise):
+            assert await migrate.current_revision(engine) == migrate.HEAD_REVISION
+            async with engine.connect() as conn:
+                schemas.append(await conn.run_sync(schema_of))
+        assert schemas[0] == schemas[1]
+        assert {"api_keys", "usage", "webhooks", "webhook_outbox"} <= set(schemas[0])
+    finally:
+        await created.dispose()
+        await stepwise.dispose()
+        if not stepwise_url.startswith("sqlite"):
+            await drop_postgres_database(stepwise_url)
+
+
+def test_a_new_database_is_created_without_loading_alembic(tmp_path: Path) -> None:
+    script = (
+        "import asyncio, sys\n"
+        "from corral.storage.engine import Database\n"
+        "async def main():\n"
+        f"    db = Database({sqlite_url(tmp_path)!r})\n"
+        "    await db.start()\n"
+        "    await db.aclose()\n"
+        "asyncio.run(main())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert (tmp_path / "corral.db").is_file()
