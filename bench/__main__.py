@@ -1,7 +1,7 @@
 """corral's benchmark: corral against a direct connection to the same Ollama simulator, same run.
 
-    python -m bench                  # the full run, about two minutes
-    python -m bench --quick          # about 30 seconds
+    python -m bench                  # the full run, about two and a half minutes
+    python -m bench --quick          # under a minute
     python -m bench --scenario a,c   # some scenarios only
     python -m bench --smoke          # a few requests each, unpinned: checks the machinery works
 
@@ -11,6 +11,16 @@ What is measured (each scenario starts its own simulator and corral):
     ``wrk`` with a Lua script for the POST body (the simulator answers at once, so the servers'
     request handling is all there is). Without ``wrk`` the Python client of ``bench/loadgen.py``
     runs instead, and the report says so: it costs more per request, so rates are lower.
+    In the same rounds and by the same client, other corrals in front of the same simulator
+    (``bench/variants.py``), each compared with the default corral round by round:
+    - limits on, in memory (a request limit and a token budget per client address, far above
+      what the load reaches): target at least x0.90 of the req/s with limits off;
+    - the same limits in Redis (at ``BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/0``):
+      no target, the ratio and corral's CPU time per request report the cost. Without a Redis
+      that answers, the row says "not measured"; ``--smoke`` leaves it out;
+    - recording on (the default) against ``BENCH_RECORDING=off`` (no access log line, usage
+      record or request metric): target at least x0.90, i.e. they cost at most 10% of throughput.
+    Such a row names its baseline corral, whose figure stands in the direct column.
 (b) 500 concurrent streams of 100 tokens each (``stream: true``, ``options.num_predict``),
     started evenly over one second at 20 tokens/s per stream: what corral adds to the time to
     first token and to the gaps between chunks (p50 and p99, corral minus direct), and corral's
@@ -22,20 +32,22 @@ What is measured (each scenario starts its own simulator and corral):
 (d) corral's resident memory (RSS) with 500 streams held open by a slow token rate; target
     under 60 MB.
 
-How: corral (``bench/run_corral.py``) runs pinned to core 0, alone. The simulator
+How: corral (``bench/run_corral.py``) runs pinned to core 0, alone (in (a), with its variants,
+each idle while another is measured). The simulator
 (``bench/run_simulator.py``: what ``corral simulate`` runs, without Python's cyclic collector,
 whose pauses would be noise), the load generator (``wrk``, or ``python -m bench.loadgen``, a
 uvloop + httptools client built to cost little per chunk) and this process share core 1. Every
 process is separate; readiness is polled over HTTP, never slept for. corral's access log is on,
 written to ``/dev/null``, so its cost is part of what is measured. The machine is noisy, so the
 benchmark reports ratios and differences rather than absolute numbers: each scenario runs direct,
-corral, direct, corral... and reports medians; a ratio or a difference is the median of the
-per-round pairs.
+corral, direct, corral... (then (a)'s other corrals, each round) and reports medians; a ratio or a
+difference is the median of the per-round pairs.
 
 The table goes to standard output, progress to standard error, and everything (every round's raw
 figures too) to ``bench/results/latest.json``. The exit status is 1 when something went wrong
 under load (an answer outside 2xx, a broken stream, a process that died), else 0; a missed target
-shows as FAIL in the table but does not change the exit status.
+shows as FAIL in the table but does not change the exit status, and neither does a Redis that is
+not there.
 """
 
 from __future__ import annotations
@@ -51,7 +63,8 @@ from pathlib import Path
 from bench.procs import REPO_ROOT, Pinning, pin_self
 from bench.profiles import FULL, QUICK, SMOKE, Profile
 from bench.report import Report, render_markdown, write_json
-from bench.scenarios import SCENARIOS, TITLES, Bench, run_scenario
+from bench.rounds import Bench
+from bench.scenarios import SCENARIOS, TITLES, run_scenario
 from bench.wrk import wrk_path
 
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -63,14 +76,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="corral against a direct connection to the same Ollama simulator.",
     )
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a shorter run (about 30 s)")
+    size.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
     size.add_argument(
         "--smoke", action="store_true", help="a tiny unpinned run that checks the machinery"
     )
     parser.add_argument(
         "--scenario", default=",".join(SCENARIOS), help="comma-separated, from: a,b,c,d"
     )
-    parser.add_argument("--rounds", type=int, help="direct/corral pairs per scenario")
+    parser.add_argument("--rounds", type=int, help="rounds of direct, corral... per scenario")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the Python client for (a) even if wrk exists"

@@ -4,12 +4,11 @@
 
 A check is one admission (a request limit and a token budget, per client address) and its
 settlement, in a loop: what the limits stage adds to each request. Limits off is the cost of
-deciding that no limit applies. For requests per second through corral, run scenario (a) of
-the benchmark with limits on and off::
+deciding that no limit applies. Requests per second through corral with these limits on, in
+memory and in Redis (at ``BENCH_REDIS_URL``), against limits off are rows of the benchmark's
+scenario (a), measured in the same rounds::
 
-    python -m bench --scenario a                       # limits off
-    BENCH_LIMITS=memory python -m bench --scenario a   # request + token limit, memory
-    BENCH_LIMITS=redis python -m bench --scenario a    # the same in Redis
+    python -m bench --scenario a       # or --quick; the full run measures them too
 """
 
 from __future__ import annotations

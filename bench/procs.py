@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,10 @@ MODEL = "llama3.2"
 READY_TIMEOUT = 30.0
 READY_POLL_INTERVAL = 0.05
 STOP_TIMEOUT = 15.0
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+# What bench/run_corral.py reads, at corral's defaults: a BENCH_LIMITS or BENCH_RECORDING left in
+# the shell does not change what "corral" means in any scenario. A variant overrides one of them.
+CORRAL_ENV = {"BENCH_LIMITS": "off", "BENCH_RECORDING": "on"}
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(ctypes.util.find_library("c")) if sys.platform == "linux" else None
 
@@ -92,6 +96,12 @@ def _child_setup(cpus: frozenset[int] | None) -> Callable[[], None]:
             os.sched_setaffinity(0, cpus)
 
     return setup
+
+
+def redis_url() -> str:
+    """The Redis that corral with ``BENCH_LIMITS=redis`` keeps its limits in: ``BENCH_REDIS_URL``,
+    else a local one."""
+    return os.environ.get("BENCH_REDIS_URL", DEFAULT_REDIS_URL)
 
 
 def free_port() -> int:
@@ -204,7 +214,9 @@ def launch(
     port: int,
     cpus: frozenset[int] | None,
     stats_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Service:
+    """Start ``argv`` on ``cpus``, output to a temporary log; ``env`` adds to this environment."""
     log_file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - handed to the child, closed below
         prefix=f"corral-bench-{name}-", suffix=".log", delete=False
     )
@@ -215,6 +227,7 @@ def launch(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            env=None if env is None else {**os.environ, **env},
             preexec_fn=_child_setup(cpus),
         )
     return Service(name, process, port, Path(log_file.name), stats_file)
@@ -235,15 +248,24 @@ def start_simulator(
     return service
 
 
-def start_corral(backend_url: str, cpus: frozenset[int] | None) -> Service:
-    """corral in front of ``backend_url``, ready once a request through it reaches the backend."""
+def start_corral(
+    backend_url: str,
+    cpus: frozenset[int] | None,
+    env: Mapping[str, str] | None = None,
+    name: str = "corral",
+) -> Service:
+    """corral in front of ``backend_url``, ready once a request through it reaches the backend.
+
+    It runs with :data:`CORRAL_ENV` updated by ``env``: ``{"BENCH_LIMITS": "memory"}`` is corral
+    with limits on, everything else as by default.
+    """
     port = free_port()
     stats_file = Path(tempfile.gettempdir()) / f"corral-bench-stats-{port}.json"
     argv = [
         sys.executable, "-m", "bench.run_corral", "--port", str(port), "--backend", backend_url,
         "--stats-file", str(stats_file),
     ]  # fmt: skip
-    service = launch("corral", argv, port, cpus, stats_file)
+    service = launch(name, argv, port, cpus, stats_file, {**CORRAL_ENV, **(env or {})})
     service.wait_ready("/api/version")
     return service
 

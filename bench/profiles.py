@@ -17,12 +17,15 @@ UNPACED = 1e9
 class Profile:
     name: str
     rounds: int
-    """Direct/corral pairs per scenario; each figure is the median over them."""
+    """Rounds per scenario, each measuring direct, corral (and (a)'s variants) once; each figure
+    is the median over them."""
     pin: bool
     # (a) non-streaming requests per second
     a_connections: int
     a_duration: float
     a_num_predict: int
+    a_variants: tuple[str, ...]
+    """Other corrals measured in (a)'s rounds beside the default one (``bench/variants.py``)."""
     # (b) many concurrent streams
     b_streams: int
     b_tokens: int
@@ -47,6 +50,7 @@ class Profile:
 FULL = Profile(
     name="full", rounds=3, pin=True,
     a_connections=64, a_duration=5.0, a_num_predict=16,
+    a_variants=("limits-memory", "limits-redis", "recording-off"),
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=3.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=3.0,
@@ -55,6 +59,7 @@ FULL = Profile(
 QUICK = Profile(
     name="quick", rounds=1, pin=True,
     a_connections=64, a_duration=3.0, a_num_predict=16,
+    a_variants=("limits-memory", "limits-redis", "recording-off"),
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=2.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=1.5,
@@ -63,6 +68,8 @@ QUICK = Profile(
 SMOKE = Profile(
     name="smoke", rounds=1, pin=False,
     a_connections=8, a_duration=1.0, a_num_predict=4,
+    # Not Redis: the smoke run checks the machinery on any machine, Redis or not.
+    a_variants=("limits-memory", "recording-off"),
     b_streams=10, b_tokens=10, b_tokens_per_second=100.0, b_ramp=0.05,
     c_connections=4, c_tokens=50, c_warmup=0.2, c_duration=0.5,
     d_streams=10, d_tokens_per_second=5.0, d_hold=0.3,

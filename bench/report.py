@@ -1,7 +1,8 @@
 """What a benchmark run found: rows per scenario, printed as a markdown table and saved as JSON.
 
 A row compares corral with the direct connection as a ratio (throughput) or as what corral adds
-(latency), or states one of corral's own figures (CPU, memory) against its target.
+(latency), or states one of corral's own figures (CPU, memory) against its target. A row with a
+baseline compares two corrals (limits on against off): its direct column is the baseline corral.
 
 Example::
 
@@ -21,6 +22,7 @@ Compare = Literal["ratio", "added", "absolute"]
 TIMES = "\u00d7"
 MINUS = "\u2212"
 MICRO = "\u00b5"
+GE = "\u2265"
 # Rounds whose largest figure is this many times their smallest disagree: the machine was busy.
 SPREAD = 2.0
 
@@ -38,6 +40,8 @@ class Row:
     passed: bool | None = None
     direct_rounds: list[float] = field(default_factory=list)
     corral_rounds: list[float] = field(default_factory=list)
+    unmeasured: str | None = None
+    """Why this row has no figures, when what it needs is missing (a Redis that is not running)."""
 
     def spread_note(self) -> str | None:
         """A warning when this row's rounds disagree by more than ``SPREAD`` times."""
@@ -131,6 +135,9 @@ def render_markdown(report: Report) -> str:
             lines.append(f"| ({scenario.key}) {scenario.title} | not measured | | | | FAIL |")
             continue
         for row in scenario.rows:
+            if row.unmeasured is not None:
+                lines.append(f"| {row.metric} | not measured ({row.unmeasured}) | | | | — |")
+                continue
             lines.append(
                 f"| {row.metric} | {_number(row.direct, row.unit)} | "
                 f"{_number(row.corral, row.unit)} | {_change(row)} | {row.target or '—'} | "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import http.client
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -123,15 +123,22 @@ def watching(*services: Service) -> list[str]:
 
 
 def alternate(
-    bench: Bench, sim: Service, corral: Service, measure: Callable[[Service], Run]
+    bench: Bench,
+    sim: Service,
+    corral: Service,
+    measure: Callable[[Service], Run],
+    variants: Mapping[str, Service] | None = None,
 ) -> Runs:
-    """Direct, corral, direct, corral...: ``profile.rounds`` pairs."""
-    runs: Runs = {"direct": [], "corral": []}
+    """Direct, corral, direct, corral...: ``profile.rounds`` rounds. Other corrals (``variants``,
+    by label) run in every round after the default one, so each compares with it round by round.
+    """
+    targets = {"direct": sim, "corral": corral, **(variants or {})}
+    runs: Runs = {label: [] for label in targets}
     for _ in range(bench.profile.rounds):
-        for label, target in (("direct", sim), ("corral", corral)):
+        for label, target in targets.items():
             runs[label].append(measure(target))
-            sim.check_alive()
-            corral.check_alive()
+            for service in targets.values():
+                service.check_alive()
     return runs
 
 
@@ -156,13 +163,17 @@ def compare(
     metric: str,
     unit: str,
     target: str = "",
+    *,
+    baseline: str = "direct",
+    subject: str = "corral",
 ) -> Row:
-    """A row of medians, its change being the median of the per-round ratios or differences."""
+    """A row of medians, its change being the median of the per-round ratios or differences of
+    ``subject`` to ``baseline`` (labels of ``runs``; the row's direct and corral columns)."""
 
     def values(label: str) -> list[float]:
         return [_or_nan(read(run)) for run in runs.get(label, [])]
 
-    direct, corral = values("direct"), values("corral")
+    direct, corral = values(baseline), values(subject)
     if kind == "ratio":
         changes = [c / d if d else float("nan") for d, c in zip(direct, corral, strict=True)]
     else:
@@ -173,15 +184,23 @@ def compare(
     )  # fmt: skip
 
 
-def corral_only(runs: Runs, read: Callable[[Run], float | None], metric: str, unit: str) -> Row:
-    """A row of one of corral's own figures (CPU, memory), median over its rounds."""
-    values = [_or_nan(read(run)) for run in runs.get("corral", [])]
+def corral_only(
+    runs: Runs,
+    read: Callable[[Run], float | None],
+    metric: str,
+    unit: str,
+    label: str = "corral",
+) -> Row:
+    """A row of one of corral's own figures (CPU, memory), median over its rounds (or those of
+    the corral labelled ``label``)."""
+    values = [_or_nan(read(run)) for run in runs.get(label, [])]
     return Row(metric, unit, None, median(values), "absolute", corral_rounds=values)
 
 
-def corral_median(runs: Runs, read: Callable[[Run], float | None]) -> float:
-    """The median of a figure over the rounds through corral; NaN if no round has it."""
-    return median([_or_nan(read(run)) for run in runs.get("corral", [])])
+def corral_median(runs: Runs, read: Callable[[Run], float | None], label: str = "corral") -> float:
+    """The median of a figure over the rounds through corral (or the corral labelled ``label``);
+    NaN if no round has it."""
+    return median([_or_nan(read(run)) for run in runs.get(label, [])])
 
 
 def _or_nan(value: float | None) -> float:
@@ -218,22 +237,37 @@ def busy_core_notes(runs: Runs) -> list[str]:
 
 
 def shared_core_note(runs: Runs, pinning: Pinning) -> str | None:
-    """How much of corral's core other processes (not the benchmark's) took in corral's rounds."""
+    """How much of corral's core other processes (not the benchmark's) took in the rounds of each
+    corral (the default one and (a)'s variants), where that was enough to matter."""
     if not pinning.enabled:
         return None
+    shares = {label: _foreign_share(results) for label, results in runs.items()}
+    busy = {
+        label: share
+        for label, share in shares.items()
+        if label != "direct" and share >= FOREIGN_LOAD  # also False when NaN: nothing measured
+    }
+    if not busy:
+        return None
+    if list(busy) == ["corral"]:
+        amount = f"{busy['corral']:.0f}%"
+    else:
+        amount = ", ".join(f"{share:.0f}% ({label})" for label, share in busy.items())
+    return (
+        f"other processes used {amount} of corral's core during its rounds: corral's rates"
+        " and latencies here are pessimistic (its CPU figures count its own time only)"
+    )
+
+
+def _foreign_share(results: list[Run]) -> float:
+    """The median share of corral's core that processes other than the watched corral took."""
     core = f"core{CORRAL_CORE}"
     shares = []
-    for run in runs.get("corral", []):
+    for run in results:
         cpu = run.get("cpu_percent", {})
         if core in cpu and "corral" in cpu:
             shares.append(cpu[core] - cpu["corral"])
-    share = median(shares)
-    if not share >= FOREIGN_LOAD:  # also when NaN: nothing measured
-        return None
-    return (
-        f"other processes used {share:.0f}% of corral's core during its rounds: corral's rates"
-        " and latencies here are pessimistic (its CPU figures count its own time only)"
-    )
+    return median(shares)
 
 
 def gc_note(corral: Service) -> str | None:

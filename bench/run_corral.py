@@ -25,6 +25,7 @@ from typing import BinaryIO
 import uvloop
 
 from bench.gcpauses import GcPauses
+from bench.procs import redis_url
 from corral.app import App
 from corral.http.proxy import Gateway
 from corral.observability.logs import AccessLog, configure_logging
@@ -36,14 +37,14 @@ MAX_CONCURRENCY = 1024
 QUEUE_SIZE = 10_000
 
 
-# BENCH_LIMITS=memory (or redis, with BENCH_REDIS_URL) turns on a request limit and a token
-# budget per client address, far above what the load reaches: what checking them costs.
+# BENCH_LIMITS=memory (or redis, at BENCH_REDIS_URL) turns on a request limit and a token budget
+# per client address, far above what the load reaches: what checking them costs. Scenario (a)
+# runs a corral of each kind beside the default one (bench/variants.py).
 LIMITS = LimitSettings(ip=ScopeLimits(requests=10**9, tokens_per_minute=10**12))
 
 
 def bench_settings(port: int, backend: str) -> Settings:
     limits = os.environ.get("BENCH_LIMITS", "off")
-    redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     return Settings(
         port=port,
         backends=[BackendSettings(url=backend, max_concurrency=MAX_CONCURRENCY)],
@@ -52,7 +53,7 @@ def bench_settings(port: int, backend: str) -> Settings:
         # A fresh database: keys in the developer's ./data would answer every request 401.
         data_dir=Path(tempfile.mkdtemp(prefix="corral-bench-")),
         limits=LIMITS if limits in ("memory", "redis") else LimitSettings(),
-        redis_url=redis_url if limits == "redis" else None,
+        redis_url=redis_url() if limits == "redis" else None,
         redis_prefix=f"corral-bench-{os.getpid()}:",
         cache_mode="off" if limits == "redis" else "deterministic",
     )

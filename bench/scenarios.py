@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from bench.procs import Service, ServiceFailed
 from bench.profiles import UNPACED
-from bench.report import MICRO, TIMES, ScenarioResult
+from bench.report import GE, MICRO, TIMES, Row, ScenarioResult
 from bench.rounds import (
     Bench,
     Run,
@@ -26,12 +26,15 @@ from bench.rounds import (
     stack,
     watching,
 )
+from bench.variants import VARIANTS, started
 from bench.watch import Watch
 from bench.wrk import WrkFailed, run_wrk
 
 CPU_TARGET = 35.0
 NGINX_CPU = 22.0
 RSS_TARGET_MB = 60.0
+# Limits on, or recording on, keep at least this share of the requests per second without them.
+OVERHEAD_TARGET = 0.90
 
 
 def cpu_per_unit(rate_key: str) -> Callable[[Run], float | None]:
@@ -58,28 +61,15 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
         "connections": p.a_connections, "seconds": p.a_duration, "num_predict": p.a_num_predict,
         "simulator": {"tokens_per_second": UNPACED, "first_token_ms": 0},
         "client": "wrk" if bench.use_wrk else "bench.loadgen loop",
+        "variants": {name: VARIANTS[name].env for name in p.a_variants},
     }  # fmt: skip
 
-    with stack(bench, UNPACED, 0) as (sim, corral):
-
-        def measure(target: Service) -> Run:
-            if not bench.use_wrk:
-                args = [
-                    "loop", "--port", str(target.port), "--body", body,
-                    "--connections", str(p.a_connections), "--warmup", "0.5",
-                    "--duration", str(p.a_duration), *watching(sim, corral),
-                ]  # fmt: skip
-                return loadgen(bench, args, timeout=p.a_duration + 60)
-            watch = Watch({"simulator": sim.pid, "corral": corral.pid})
-            before = watch.cpu()
-            run = run_wrk(
-                target.port, body, connections=p.a_connections, duration=p.a_duration,
-                cpus=bench.pinning.load,
-            )  # fmt: skip
-            run["cpu_percent"] = Watch.percent(before, watch.cpu())
-            return run
-
-        result.runs = alternate(bench, sim, corral, measure)
+    with (
+        stack(bench, UNPACED, 0) as (sim, corral),
+        started(p.a_variants, sim, bench) as (variants, skipped),
+    ):
+        measure = rate_measure(bench, body, sim, corral)
+        result.runs = alternate(bench, sim, corral, measure, variants)
 
     runs = result.runs
     result.rows += [
@@ -88,10 +78,93 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
         corral_only(runs, cpu_per_unit("responses_per_s"),
                     "(a) corral CPU time per request", "us"),
     ]  # fmt: skip
+    result.rows += variant_rows(runs, p.a_variants, skipped)
+    if variants:
+        result.notes += [
+            "rows with a baseline compare two corrals in the same rounds: the direct column is"
+            " the baseline corral",
+            cpu_per_request_note(runs, list(variants)),
+        ]
     cpu = corral_median(runs, figure("cpu_percent", "corral"))
     result.notes.append(f"corral used {cpu:.0f}% of its core during (a)")
     observe(result, bench, corral)
     return result
+
+
+def rate_measure(
+    bench: Bench, body: str, sim: Service, corral: Service
+) -> Callable[[Service], Run]:
+    """(a)'s measurement of one target, the simulator or a corral, with the CPU time of that
+    corral read as "corral" (the default corral's when the target is the simulator)."""
+    p = bench.profile
+
+    def measure(target: Service) -> Run:
+        watched = corral if target is sim else target
+        if not bench.use_wrk:
+            args = [
+                "loop", "--port", str(target.port), "--body", body,
+                "--connections", str(p.a_connections), "--warmup", "0.5",
+                "--duration", str(p.a_duration),
+                "--watch", f"simulator={sim.pid}", "--watch", f"corral={watched.pid}",
+            ]  # fmt: skip
+            return loadgen(bench, args, timeout=p.a_duration + 60)
+        watch = Watch({"simulator": sim.pid, "corral": watched.pid})
+        before = watch.cpu()
+        run = run_wrk(
+            target.port, body, connections=p.a_connections, duration=p.a_duration,
+            cpus=bench.pinning.load,
+        )  # fmt: skip
+        run["cpu_percent"] = Watch.percent(before, watch.cpu())
+        return run
+
+    return measure
+
+
+def variant_rows(runs: Runs, names: tuple[str, ...], skipped: dict[str, str]) -> list[Row]:
+    """(a)'s rows for the variants in ``names``: their req/s against the default corral's."""
+    rows = []
+    if "limits-memory" in names:
+        metric = "(a) req/s, limits on (memory); baseline: limits off"
+        rows.append(overhead_row(runs, metric, baseline="corral", subject="limits-memory"))
+    if "limits-redis" in names:
+        metric = "(a) req/s, limits on (Redis); baseline: limits off"
+        reason = skipped.get("limits-redis")
+        if reason is not None:
+            rows.append(Row(metric, "req/s", None, None, "ratio", unmeasured=reason))
+        else:
+            rows += [
+                compare(runs, figure("responses_per_s"), "ratio", metric, "req/s",
+                        baseline="corral", subject="limits-redis"),
+                corral_only(runs, cpu_per_unit("responses_per_s"),
+                            "(a) corral CPU time per request, limits on (Redis)", "us",
+                            label="limits-redis"),
+            ]  # fmt: skip
+    if "recording-off" in names:
+        metric = "(a) req/s, recording on (logs, metrics, usage); baseline: recording off"
+        rows.append(overhead_row(runs, metric, baseline="recording-off", subject="corral"))
+    return rows
+
+
+def cpu_per_request_note(runs: Runs, variants: list[str]) -> str:
+    """Each corral's CPU time per request: unlike its req/s, not lowered by other processes that
+    share its core, so the steadier comparison on a busy machine."""
+    read = cpu_per_unit("responses_per_s")
+    figures = ", ".join(
+        f"{corral_median(runs, read, label):.1f} {MICRO}s ({label})"
+        for label in ("corral", *variants)
+    )
+    return f"corral CPU time per request: {figures}"
+
+
+def overhead_row(runs: Runs, metric: str, *, baseline: str, subject: str) -> Row:
+    """req/s of ``subject`` against ``baseline``: the target is to keep ``OVERHEAD_TARGET`` of
+    it, that is to cost at most 10% of the throughput."""
+    row = compare(
+        runs, figure("responses_per_s"), "ratio", metric, "req/s",
+        target=f"{GE} {TIMES}{OVERHEAD_TARGET:.2f}", baseline=baseline, subject=subject,
+    )  # fmt: skip
+    row.passed = row.change is not None and row.change >= OVERHEAD_TARGET
+    return row
 
 
 # ---- (b) ---------------------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Other corrals for scenario (a): the default corral with one setting of ``bench/run_corral.py``
+changed, each its own process in front of the same simulator.
+
+A variant runs in every round of (a) right after the default corral, so its ratio to the default
+is the median of per-round ratios measured seconds apart, as corral's to direct is. A variant that
+needs what this machine lacks (Redis) is not started, and its rows say why.
+
+Example::
+
+    with started(VARIANTS, sim, bench) as (services, skipped):
+        runs = alternate(bench, sim, corral, measure, services)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from bench.procs import Service, redis_url, start_corral
+from bench.rounds import Bench, prime
+
+PROBE_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    name: str
+    """Its label in the rounds (and the JSON results), and its name in a profile."""
+    env: dict[str, str]
+    """What differs from the default corral's environment (``bench.procs.CORRAL_ENV``)."""
+    needs_redis: bool = False
+
+    def unavailable(self) -> str | None:
+        """Why this variant cannot run here, or None."""
+        return redis_unreachable(redis_url()) if self.needs_redis else None
+
+
+VARIANTS = {
+    variant.name: variant
+    for variant in (
+        Variant("limits-memory", {"BENCH_LIMITS": "memory"}),
+        Variant("limits-redis", {"BENCH_LIMITS": "redis"}, needs_redis=True),
+        Variant("recording-off", {"BENCH_RECORDING": "off"}),
+    )
+}
+
+
+def redis_unreachable(url: str) -> str | None:
+    """None if a Redis at ``url`` answers PING; else what to say instead of its figures."""
+    try:
+        client = Redis.from_url(
+            url, socket_timeout=PROBE_TIMEOUT, socket_connect_timeout=PROBE_TIMEOUT
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except (RedisError, OSError, ValueError):
+        return f"Redis unreachable at {without_password(url)}"
+    return None
+
+
+def without_password(url: str) -> str:
+    """``url`` fit for a report: a password in it becomes ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+@contextmanager
+def started(
+    names: Iterable[str], sim: Service, bench: Bench
+) -> Iterator[tuple[dict[str, Service], dict[str, str]]]:
+    """The named variants' corrals in front of ``sim``, primed, by name; and those that could
+    not run here, with why. The corrals stop on the way out."""
+    services: dict[str, Service] = {}
+    skipped: dict[str, str] = {}
+    with ExitStack() as stops:
+        for name in names:
+            variant = VARIANTS[name]
+            reason = variant.unavailable()
+            if reason is not None:
+                skipped[name] = reason
+                continue
+            service = start_corral(
+                sim.url, bench.pinning.corral, env=variant.env, name=f"corral ({name})"
+            )
+            stops.callback(service.stop)
+            prime(service)
+            services[name] = service
+        yield services, skipped
