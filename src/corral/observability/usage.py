@@ -1,6 +1,6 @@
 """Token counts from the end of an answer: Ollama's final chunk, or OpenAI's ``usage`` object.
 
-Only the last bytes of an answer are looked at, with regular expressions rather than a JSON
+Only the last bytes of an answer are looked at, with one regular expression rather than a JSON
 parse of the whole body: the counts are in the final NDJSON line (``prompt_eval_count``,
 ``eval_count``, ``eval_duration``) or in a ``usage`` object (``prompt_tokens``,
 ``completion_tokens``).
@@ -11,34 +11,16 @@ Counts(prompt_tokens=26, generated_tokens=298, tokens_per_second=62.0843..., loa
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
-_PROMPT_KEYS = (b'"prompt_eval_count":', b'"prompt_tokens":', b'"input_tokens":')
-_GENERATED_KEYS = (b'"eval_count":', b'"completion_tokens":', b'"output_tokens":')
-_DIGITS = frozenset(b"0123456789")
-
-
-def _number(tail: bytes, key: bytes) -> int | None:
-    """The integer after ``key`` in ``tail``: a find and a short scan, far cheaper than a
-    regular expression, on every answer."""
-    at = tail.rfind(key)
-    if at < 0:
-        return None
-    start = at + len(key)
-    while start < len(tail) and tail[start] == 0x20:
-        start += 1
-    end = start
-    while end < len(tail) and tail[end] in _DIGITS:
-        end += 1
-    return int(tail[start:end]) if end > start else None
-
-
-def _first(tail: bytes, keys: tuple[bytes, ...]) -> int | None:
-    for key in keys:
-        value = _number(tail, key)
-        if value is not None:
-            return value
-    return None
+# Every count in one pass of one compiled pattern; where a key occurs twice, the last one wins
+# (the final chunk comes last). The quote before each name keeps "eval_count" from matching
+# inside "prompt_eval_count".
+_COUNT = re.compile(
+    rb'"(prompt_eval_count|eval_count|eval_duration|load_duration|prompt_tokens'
+    rb'|completion_tokens|input_tokens|output_tokens)" *: *(\d+)'
+)
 
 
 class Counts(NamedTuple):
@@ -48,10 +30,17 @@ class Counts(NamedTuple):
     load_seconds: float | None = None
 
 
+def _int(value: bytes | None) -> int | None:
+    return None if value is None else int(value)
+
+
 def final_counts(tail: bytes) -> Counts:
-    prompt = _first(tail, _PROMPT_KEYS)
-    generated = _first(tail, _GENERATED_KEYS)
-    eval_ns = _number(tail, b'"eval_duration":') or 0
+    found = dict(_COUNT.findall(tail))
+    get = found.get
+    # Ollama's names first, then OpenAI's (``usage``), then Anthropic's (``/v1/messages``).
+    prompt = _int(get(b"prompt_eval_count") or get(b"prompt_tokens") or get(b"input_tokens"))
+    generated = _int(get(b"eval_count") or get(b"completion_tokens") or get(b"output_tokens"))
+    eval_ns = _int(get(b"eval_duration")) or 0
     rate = generated / (eval_ns / 1e9) if generated and eval_ns > 0 else None
-    load = _number(tail, b'"load_duration":')
+    load = _int(get(b"load_duration"))
     return Counts(prompt, generated, rate, load / 1e9 if load is not None else None)

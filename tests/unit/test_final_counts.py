@@ -1,0 +1,36 @@
+"""Token counts read off the end of an answer, for every API surface corral relays."""
+
+from __future__ import annotations
+
+import pytest
+
+from corral.observability.usage import Counts, final_counts
+
+
+@pytest.mark.parametrize(
+    ("tail", "prompt", "generated"),
+    [
+        # Ollama's final chunk: "eval_count" must not be read inside "prompt_eval_count"
+        (b'{"done":true,"prompt_eval_count":26,"prompt_eval_duration":9,"eval_count":298}', 26, 298),
+        (b'{"eval_count":5,"done":true,"prompt_eval_count":7}', 7, 5),
+        # OpenAI's usage object, with the spaces some servers put after a colon
+        (b'data: {"usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}}', 12, 30),
+        # Anthropic's /v1/messages
+        (b'{"usage":{"input_tokens":3,"output_tokens":4}}', 3, 4),
+        # a streamed answer: an earlier line's numbers give way to the final chunk's
+        (b'{"eval_count":1}\n{"done":true,"prompt_eval_count":2,"eval_count":9}\n', 2, 9),
+        (b'{"done":true}', None, None),
+        (b'{"message":{"content":"\\"eval_count\\": 3"}}', None, None),
+    ],
+)
+def test_counts_on_every_surface(tail: bytes, prompt: int | None, generated: int | None) -> None:
+    counts = final_counts(tail)
+    assert (counts.prompt_tokens, counts.generated_tokens) == (prompt, generated)
+
+
+def test_rate_and_load_time_come_from_ollamas_durations() -> None:
+    tail = b'{"load_duration":2500000000,"eval_count":298,"eval_duration":4799921000}'
+    counts = final_counts(tail)
+    assert counts.tokens_per_second == pytest.approx(298 / 4.799921)
+    assert counts.load_seconds == 2.5
+    assert final_counts(b'{"eval_count":3,"eval_duration":0}') == Counts(None, 3, None, None)
