@@ -20,6 +20,10 @@ from corral.backends.upstream import UpstreamFailure, UpstreamPool
 log = logging.getLogger("corral.backends")
 
 
+# Idle upstream connections kept beyond one per request slot.
+SPARE_CONNECTIONS = 8
+
+
 class BackendState(enum.StrEnum):
     UNKNOWN = "unknown"
     UP = "up"
@@ -64,10 +68,11 @@ class Backend:
         self.spec = spec
         self.name = spec.name
         self.url = spec.url
-        self.max_concurrency = spec.max_concurrency
         self.pool = UpstreamPool(
             spec.host, spec.port, connect_timeout=connect_timeout, read_timeout=read_timeout
         )
+        self.max_concurrency = 0
+        self.resize(spec.max_concurrency)
         self.breaker = breaker or CircuitBreaker(clock=clock)
         self._clock = clock
         self.in_flight = 0
@@ -85,6 +90,13 @@ class Backend:
         self.on_state_change: Callable[[Backend, str], None] | None = None
         # Told the model's name when a response shows a model newly loaded here.
         self.on_model_loaded: Callable[[Backend, str], None] | None = None
+
+    def resize(self, max_concurrency: int) -> None:
+        """Admit ``max_concurrency`` requests at once, and keep as many idle connections (and a
+        few more, for fleet calls and health checks): a request that gets a slot then finds a
+        connection ready instead of waiting for a new one's handshake."""
+        self.max_concurrency = max_concurrency
+        self.pool.max_idle = max_concurrency + SPARE_CONNECTIONS
 
     @property
     def free_slots(self) -> int:

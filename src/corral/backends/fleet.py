@@ -99,7 +99,7 @@ class Fleet:
         for spec in specs:
             backend = current.get(spec.name)
             if backend is not None and backend.url == spec.url:
-                backend.max_concurrency = spec.max_concurrency
+                backend.resize(spec.max_concurrency)
                 current.pop(spec.name)
             else:
                 backend = make(spec)
