@@ -226,3 +226,20 @@ async def test_keys_show_and_the_admin_api_report_a_keys_use_of_its_limits(
     assert result.exit_code == 0, result.output
     assert "5 requests per minute per key: 2 of 5 used" in result.output
     assert plaintext not in result.output
+
+
+async def test_a_request_over_its_token_budget_takes_nothing_from_its_request_limit(
+    start_sim: StartSim,
+) -> None:
+    sim = await start_sim()
+    limits = LimitSettings(key=ScopeLimits(requests=10, tokens_per_minute=80))
+    async with running_corral([sim.url], limits=limits) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as client:
+            denied = await client.post("/api/generate", json=generate(100))
+            fits = await client.post("/api/generate", json=generate(5))
+        # The request limit, checked first, counts only the request that was let through.
+        assert memory(app).usage_now("ip:127.0.0.1:r10/60") == 1
+    assert denied.status_code == 429
+    assert "more than 80 tokens per minute per key" in denied.json()["error"]
+    assert fits.status_code == 200
+    assert fits.headers["X-RateLimit-Remaining"] == "9"

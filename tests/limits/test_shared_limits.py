@@ -233,3 +233,20 @@ async def test_a_redis_server_killed_mid_test_leaves_corral_serving(
             redis.kill()
     assert before == [200, 200, 200, 429]  # counted in Redis while it lived
     assert after == [200] * 4  # fail open: served, with a warning and a metric
+
+
+async def test_with_redis_a_denied_request_takes_nothing_from_its_other_limits(
+    start_sim: StartSim, redis_space: RedisSpace
+) -> None:
+    sim = await start_sim()
+    limits = LimitSettings(key=ScopeLimits(requests=10, tokens_per_minute=50, concurrency=4))
+    settings = {"redis_url": redis_space.url, "redis_prefix": redis_space.prefix}
+    async with running_corral([sim.url], limits=limits, cache_mode="off", **settings) as (app, _):
+        async with httpx.AsyncClient(base_url=app.url, timeout=TIMEOUT) as client:
+            denied = await client.post("/api/generate", json=generate(100))
+            await app.services.limits.drain()
+            used = await app.services.limits.limiter.usage_many(
+                ["ip:127.0.0.1:r10/60", "ip:127.0.0.1:c4/3600"]
+            )
+    assert denied.status_code == 429
+    assert used == [0, 0]

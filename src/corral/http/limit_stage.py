@@ -2,8 +2,9 @@
 and the queue.
 
 :meth:`LimitStage.admit` takes one unit of every request limit that applies, a reservation of
-tokens from every token budget, and a slot from the concurrency limit, each atomically in the
-limiter. The first denial gives back what was taken and answers 429. A reservation is the
+tokens from every token budget, and a slot from the concurrency limit, all in one atomic step
+of the limiter (one round trip with Redis). A denial by any of them takes nothing from the others
+and answers 429. A reservation is the
 prompt's estimated size plus the most the request may generate (``num_predict``/``max_tokens``,
 set to ``limits.max_tokens`` when the request names none), so concurrent requests overshoot a
 token budget by at most one request's cap. :meth:`Admission.end` settles it with the real counts.
@@ -13,30 +14,36 @@ Example::
     call, admission = await stage.admit(call, request, extra_headers)
     ...
     admission.end(used_tokens)      # None: keep the reservation (the count is unknown)
+
+Each key's use of its own limits is also a metric (``corral_key_limit_used`` against
+``corral_key_limit``), read when ``/metrics`` is scraped: live from memory, or from a copy that
+a background task refreshes from Redis every few seconds, so a scrape never waits on Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from corral.errors import RateLimited, Unavailable
 from corral.limits.memory import MemoryLimiter
 from corral.limits.policy import Check, LimitPolicy
-from corral.limits.rate import Decision, Limiter, LimiterUnavailable
+from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable
 
 if TYPE_CHECKING:
+    from corral.auth.keyring import KeyEntry, KeyRing
     from corral.auth.principal import Principal
     from corral.context import Call
     from corral.http.messages import HeaderList, Request
-    from corral.observability.metrics import Metrics
+    from corral.observability.metrics import LimitUse, Metrics
     from corral.settings import LimitSettings
 
 log = logging.getLogger("corral.limits")
@@ -52,6 +59,14 @@ _LENGTH_FIELD = {
 }
 # Seconds between two warnings that the shared limiter is unreachable.
 _WARN_EVERY = 10.0
+# Seconds between two reads of the per-key counts from a shared limiter, for metrics.
+_USE_EVERY = 5.0
+
+
+def _usable(entry: KeyEntry, now: float) -> bool:
+    """Whether a key may make requests now: not revoked, active, not expired."""
+    expired = entry.expires_at is not None and entry.expires_at <= now
+    return entry.active and not entry.revoked and not expired
 
 
 def asked_length(call: Call) -> int | None:
@@ -122,7 +137,15 @@ class LimitStage:
         self.on_denied: Callable[[str, dict[str, Any]], None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._warned_at = -math.inf
+        # Per-key use of limits, for metrics: which keys, the last copy read from a shared
+        # limiter, and the task refreshing it.
+        self._keyring: KeyRing | None = None
+        self._key_use: list[LimitUse] = []
+        self._refresher: asyncio.Task[None] | None = None
+        self._closed = False
+        self.use_interval = _USE_EVERY
         self.configure(settings)
+        metrics.count_key_limits(self.key_limit_use)
 
     @property
     def limiter(self) -> Limiter:
@@ -157,59 +180,123 @@ class LimitStage:
                 call = with_length(call, length)
                 request.body = call.body
             reserve = prompt_estimate(call) + (length or 0)
+        hits: list[Hit] = []
         taken: list[tuple[Check, int]] = []
-        best: dict[str, tuple[Check, Decision]] = {}
-        inline = self._inline
         for check in checks:
             cost = reserve if check.counts == "tokens" else 1
-            try:
-                if inline is not None:
-                    decision = inline.hit_now(check.key, check.rate, cost)
-                else:
-                    decision = await self._limiter.hit(check.key, check.rate, cost)
-            except LimiterUnavailable as err:
-                self._store_failed(err, taken)
-                continue
-            if not decision.allowed:
-                await self.give_back([(c, n) for c, n in taken if n])
-                self.metrics.limited(check.label)
-                if self.on_denied is not None:
-                    principal = state.get("principal")
-                    self.on_denied(
-                        check.name,
-                        {
-                            "limit": check.name,
-                            "key_id": getattr(principal, "key_id", None),
-                            "key_name": getattr(principal, "name", None),
-                            "client_ip": state.get("client_ip"),
-                            "model": call.model,
-                        },
-                    )
-                _add_headers(headers, {check.counts: (check, decision)})
-                if cost > check.rate.limit:
-                    message = f"request needs about {cost} tokens, more than {check.name}"
-                else:
-                    message = f"rate limit exceeded: {check.name}"
-                raise RateLimited(message, retry_after=decision.retry_after)
+            hits.append((check.key, check.rate, cost))
             taken.append((check, cost))
+        try:
+            if self._inline is not None:
+                decisions = self._inline.hit_many_now(hits)
+            else:
+                decisions = await self._limiter.hit_many(hits)
+        except LimiterUnavailable as err:
+            self._store_failed(err)
+            return call, Admission(self, [], reserve)  # open: let through, nothing counted
+        if decisions and not decisions[-1].allowed:
+            check, cost = taken[len(decisions) - 1]
+            self._deny(call, request, headers, check, cost, decisions[-1])
+        best: dict[str, tuple[Check, Decision]] = {}
+        for check, decision in zip(checks, decisions, strict=True):
             shown = best.get(check.counts)
             if shown is None or decision.remaining < shown[1].remaining:
                 best[check.counts] = (check, decision)
         _add_headers(headers, best)
         return call, Admission(self, taken, reserve)
 
+    def _deny(
+        self,
+        call: Call,
+        request: Request,
+        headers: HeaderList,
+        check: Check,
+        cost: int,
+        decision: Decision,
+    ) -> NoReturn:
+        """Count and announce a denial by ``check``, then answer 429 (nothing was taken)."""
+        self.metrics.limited(check.label)
+        state = request.state
+        if self.on_denied is not None:
+            principal = state.get("principal")
+            self.on_denied(
+                check.name,
+                {
+                    "limit": check.name,
+                    "key_id": getattr(principal, "key_id", None),
+                    "key_name": getattr(principal, "name", None),
+                    "client_ip": state.get("client_ip"),
+                    "model": call.model,
+                },
+            )
+        _add_headers(headers, {check.counts: (check, decision)})
+        if cost > check.rate.limit:
+            message = f"request needs about {cost} tokens, more than {check.name}"
+        else:
+            message = f"rate limit exceeded: {check.name}"
+        raise RateLimited(message, retry_after=decision.retry_after)
+
     async def key_usage(self, principal: Principal) -> list[dict[str, object]]:
         """Current use of the limits counted per key (requests per window, tokens, in flight),
         for the admin API and ``corral keys show``; smooth rates have no count to show."""
-        report: list[dict[str, object]] = []
-        for check in self.policy.checks("", principal, None):
-            if check.label.startswith("key_") and check.rate.kind != "smooth":
-                used = await self._limiter.usage(check.key)
-                report.append({"limit": check.name, "name": check.label,
-                               "max": check.rate.limit, "used": int(used)})  # fmt: skip
-        return report
+        checks = self.policy.key_checks(principal)
+        used = await self._limiter.usage_many([check.key for check in checks])
+        return [
+            {"limit": check.name, "name": check.label, "max": check.rate.limit, "used": int(n)}
+            for check, n in zip(checks, used, strict=True)
+        ]
 
-    def _store_failed(self, err: LimiterUnavailable, taken: list[tuple[Check, int]]) -> None:
+    def report_keys(self, keyring: KeyRing) -> None:
+        """Report the use of per-key limits of the usable keys in ``keyring`` as metrics."""
+        self._keyring = keyring
+
+    def key_limit_use(self) -> list[LimitUse]:
+        """Each reported key's use of each of its limits: (key label, limit label, used, max).
+
+        Called at scrape time, so it never awaits: memory is read live; for Redis, the copy the
+        background refresh keeps is returned, and the refresh starts with the first scrape."""
+        if self._keyring is None:
+            return []
+        inline = self._inline
+        if inline is not None:
+            rows = self._key_rows()
+            return [(label, c.label, inline.usage_now(c.key), c.rate.limit) for label, c in rows]
+        if (self._refresher is None or self._refresher.done()) and not self._closed:
+            loop = asyncio.get_running_loop()
+            self._refresher = loop.create_task(self._refresh_use(), name="limit-use")
+        return self._key_use
+
+    def _key_rows(self) -> list[tuple[str, Check]]:
+        """(key label, check) for every per-key limit of every usable key; never secrets, and
+        never client addresses: only keys are reported."""
+        if self._keyring is None:
+            return []
+        now = time.time()
+        return [
+            (entry.principal.label, check)
+            for entry in list(self._keyring.entries.values())
+            if _usable(entry, now)
+            for check in self.policy.key_checks(entry.principal)
+        ]
+
+    async def _refresh_use(self) -> None:
+        """Read the reported keys' counts from the limiter every ``use_interval`` seconds, in
+        one round trip each time; on failure, keep the last copy and try again later."""
+        while True:
+            rows = self._key_rows()
+            try:
+                used = await self._limiter.usage_many([check.key for _, check in rows])
+            except LimiterUnavailable as err:
+                log.debug("per-key limit use not refreshed: %s", err)
+            else:
+                self._key_use = [
+                    (label, check.label, n, check.rate.limit)
+                    for (label, check), n in zip(rows, used, strict=True)
+                ]
+            await asyncio.sleep(self.use_interval)
+
+    def _store_failed(self, err: LimiterUnavailable) -> None:
+        """Count and (now and then) log a limiter failure; raise 503 when failing closed."""
         self.metrics.limiter_error()
         now = time.monotonic()
         if now - self._warned_at >= _WARN_EVERY:
@@ -217,7 +304,6 @@ class LimitStage:
             action = "letting requests through" if self.fail_open else "refusing requests"
             log.warning("limits cannot be checked (%s): %s", err, action)
         if not self.fail_open:
-            self.spawn(self.give_back(taken))
             raise Unavailable("rate limits cannot be checked right now", retry_after=1.0)
 
     def settle(self, refunds: list[tuple[Check, int]]) -> None:
@@ -230,13 +316,12 @@ class LimitStage:
             inline.refund_now(check.key, check.rate, cost)
 
     async def give_back(self, refunds: list[tuple[Check, int]]) -> None:
-        for check, cost in refunds:
-            try:
-                await self._limiter.refund(check.key, check.rate, cost)
-            except LimiterUnavailable as err:
-                self.metrics.limiter_error()
-                log.warning("a limit could not be settled: %s", err)
-                return
+        """Every refund of one request in one step (one round trip in Redis)."""
+        try:
+            await self._limiter.refund_many([(c.key, c.rate, cost) for c, cost in refunds])
+        except LimiterUnavailable as err:
+            self.metrics.limiter_error()
+            log.warning("a limit could not be settled: %s", err)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -249,6 +334,12 @@ class LimitStage:
             await asyncio.gather(*self._tasks)
 
     async def aclose(self) -> None:
+        self._closed = True
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
         await self.drain()
         await self._limiter.aclose()
 

@@ -7,6 +7,6 @@ The gateway's use of them (which limits apply to a request, reservations, answer
 :mod:`corral.http.limit_stage`.
 """
 
-from corral.limits.rate import Decision, Limiter, LimiterUnavailable, Rate
+from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable, Rate
 
-__all__ = ["Decision", "Limiter", "LimiterUnavailable", "Rate"]
+__all__ = ["Decision", "Hit", "Limiter", "LimiterUnavailable", "Rate"]

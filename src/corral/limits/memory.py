@@ -1,7 +1,7 @@
 """Limits counted in this process: the :class:`~corral.limits.rate.Limiter` for one instance.
 
-Every operation runs without suspending, so each hit is atomic on the event loop. Counts live
-in one dict; finished windows are swept now and then, not on every hit.
+Every operation runs without suspending, so each hit, and each batch of hits, is atomic on the
+event loop. Counts live in one dict; finished windows are swept now and then, not on every hit.
 
 Example::
 
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from corral.limits.rate import Decision, Rate
+from corral.limits.rate import Decision, Hit, Rate
 
 # Hits between two sweeps of expired counts: often enough to bound memory by the keys seen in
 # about one window, rarely enough to cost nothing per hit.
@@ -35,14 +35,24 @@ class MemoryLimiter:
     async def hit(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         return self.hit_now(key, rate, cost)
 
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        return self.hit_many_now(hits)
+
     async def refund(self, key: str, rate: Rate, cost: int) -> None:
         self.refund_now(key, rate, cost)
+
+    async def refund_many(self, refunds: Sequence[Hit]) -> None:
+        for key, rate, cost in refunds:
+            self.refund_now(key, rate, cost)
 
     async def aclose(self) -> None:
         self._state.clear()
 
     async def usage(self, key: str) -> float:
         return self.usage_now(key)
+
+    async def usage_many(self, keys: Sequence[str]) -> list[float]:
+        return [self.usage_now(key) for key in keys]
 
     def usage_now(self, key: str) -> float:
         """The current count under ``key`` (0 when none); for reports, not decisions."""
@@ -73,6 +83,31 @@ class MemoryLimiter:
             entry[1] = now + rate.window
             reset_after = 0.0
         return Decision(True, int(rate.limit - count - cost), reset_after)
+
+    def hit_many_now(self, hits: Sequence[Hit]) -> list[Decision]:
+        """Every hit in turn; on the first denial, every count the batch changed is put back
+        as it was, so the batch takes all or nothing (see ``Limiter.hit_many``)."""
+        decisions: list[Decision] = []
+        saved: list[tuple[str, list[float] | None]] = []
+        state = self._state
+        for key, rate, cost in hits:
+            entry = state.get(key)
+            saved.append((key, entry if entry is None else entry.copy()))
+            decision = self.hit_now(key, rate, cost)
+            decisions.append(decision)
+            if not decision.allowed:
+                self._restore(saved)
+                break
+        return decisions
+
+    def _restore(self, saved: list[tuple[str, list[float] | None]]) -> None:
+        """Put entries back as ``saved`` found them, latest first (a key saved twice ends as
+        its first save had it)."""
+        for key, entry in reversed(saved):
+            if entry is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = entry
 
     def refund_now(self, key: str, rate: Rate, cost: int) -> None:
         now = self._clock()

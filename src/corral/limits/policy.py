@@ -121,6 +121,18 @@ class LimitPolicy:
             ]
         return found
 
+    def key_checks(self, principal: Principal) -> list[Check]:
+        """The limits counted per key for ``principal`` that keep a count to report (requests
+        per window, tokens, in flight; a smooth rate keeps none): for the admin API, ``corral
+        keys show`` and the per-key metrics. Empty when no per-key limit applies."""
+        if not self._key and not self.applies_to_key(principal):
+            return []
+        return [
+            check
+            for check in self.checks("", principal, None)
+            if check.label.startswith("key_") and check.rate.kind != "smooth"
+        ]
+
     @staticmethod
     def applies_to_key(principal: Principal) -> bool:
         return (

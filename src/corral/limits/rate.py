@@ -10,16 +10,22 @@ A :class:`Rate` says how much is allowed and how it is counted:
   :meth:`Limiter.refund` when its request ends. ``window`` is how long an idle count survives,
   so that units held by a process that died are not held forever.
 
+A request usually meets several limits at once (a request limit, a token budget, a
+concurrency slot): :meth:`Limiter.hit_many` takes them all or none, in one atomic step, which
+in Redis is one round trip.
+
 Example::
 
     per_minute = Rate(10, 60.0)
     decision = await limiter.hit("key:7", per_minute)
     if not decision.allowed:
         raise RateLimited("...", retry_after=decision.retry_after)
+    decisions = await limiter.hit_many([("key:7", per_minute, 1), ("key:7:t", tokens, 900)])
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -56,6 +62,10 @@ class Rate:
         return self.burst or self.limit
 
 
+# One hit of a batch: the limiter key, its rate, and the units it takes (or gives back).
+Hit = tuple[str, Rate, int]
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What a hit was told. ``remaining``: units left now; ``reset_after``: seconds until the
@@ -80,14 +90,30 @@ class Limiter(Protocol):
         the decision is a denial."""
         ...
 
+    async def hit_many(self, hits: Sequence[Hit]) -> list[Decision]:
+        """Take every hit's cost, or nothing at all, atomically (in Redis, one round trip).
+
+        The decisions come in the order of ``hits``, up to and including the first denial:
+        when the last one is a denial nothing was taken under any key, and the hits after it
+        were not looked at. A key named twice sees the first hit's units taken."""
+        ...
+
     async def refund(self, key: str, rate: Rate, cost: int) -> None:
         """Give ``cost`` units back (a reservation settled lower, a request that ended). A
         negative ``cost`` takes more, whether it fits or not: a reservation settled higher."""
         ...
 
+    async def refund_many(self, refunds: Sequence[Hit]) -> None:
+        """:meth:`refund` for each of ``refunds``, in one step (in Redis, one round trip)."""
+        ...
+
     async def usage(self, key: str) -> float:
         """Units counted under ``key`` now (a fixed window's or in-flight count; 0 when
         none), for reports: never use it to decide."""
+        ...
+
+    async def usage_many(self, keys: Sequence[str]) -> list[float]:
+        """:meth:`usage` of each of ``keys``, in order, in one step (for periodic reports)."""
         ...
 
     async def aclose(self) -> None: ...

@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,6 +37,9 @@ if TYPE_CHECKING:
     from corral.routing.queue import Router
 
 Labels = tuple[str, ...]
+# One key's use of one of its limits: key label (id, or name for a settings key), limit label
+# (as in corral_rate_limited_total), units counted now, the configured limit.
+LimitUse = tuple[str, str, float, int]
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -135,6 +138,7 @@ class Metrics(Collector):
         self.rate_limited: dict[Labels, float] = {}  # limit
         self.limiter_errors = 0.0
         self._recording_counters: Callable[[], dict[str, float]] | None = None
+        self._key_limits: Callable[[], Iterable[LimitUse]] = tuple
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -249,11 +253,30 @@ class Metrics(Collector):
         )
         yield from self._fleet_gauges(backends)
         yield from self._recording()
+        yield from self._key_limit_gauges()
 
     def count_recording(self, counters: Callable[[], dict[str, float]]) -> None:
         """Where the webhook and usage counters are read at scrape time (they live on the
         writer and the deliverer, which are built after the metrics)."""
         self._recording_counters = counters
+
+    def count_key_limits(self, use: Callable[[], Iterable[LimitUse]]) -> None:
+        """Where each key's use of its own limits is read at scrape time (the limits stage,
+        which is built after the metrics). Bounded by the number of keys."""
+        self._key_limits = use
+
+    def _key_limit_gauges(self) -> Iterator[Metric]:
+        labels = ["key", "limit"]
+        used = GaugeMetricFamily(
+            "corral_key_limit_used",
+            "Units a key holds of its limit now: requests in the window, tokens, in flight",
+            labels=labels,
+        )
+        limit = GaugeMetricFamily("corral_key_limit", "A key's limit", labels=labels)
+        for key, name, count, most in self._key_limits():
+            used.add_metric([key, name], float(count))
+            limit.add_metric([key, name], float(most))
+        yield from (used, limit)
 
     def _recording(self) -> Iterator[Metric]:
         counters = self._recording_counters() if self._recording_counters is not None else {}
