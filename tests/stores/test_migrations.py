@@ -141,7 +141,9 @@ def schema_of(sync: sa.Connection) -> dict[str, object]:
             for k in inspector.get_foreign_keys(table)
         )
         primary = tuple(inspector.get_pk_constraint(table)["constrained_columns"])
-        found[table] = (sorted(columns), indexes, keys, primary)
+        # and the rows a migration writes (the key revision counter)
+        rows = sorted(tuple(row) for row in sync.execute(sa.text(f'SELECT * FROM "{table}"')))
+        found[table] = (sorted(columns), indexes, keys, primary, rows)
     return found
 
 

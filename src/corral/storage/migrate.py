@@ -77,9 +77,11 @@ def is_new_sync(connection: sa.Connection) -> bool:
 
 def create_at_head_sync(connection: sa.Connection) -> None:
     """The newest schema in a new database, and the version table Alembic would have left."""
-    from corral.storage.schema import metadata
+    from corral.storage.schema import key_revision, metadata
 
     metadata.create_all(connection)
+    # The rows the migrations write, not only their tables.
+    connection.execute(key_revision.insert().values(id=1, version=0))
     version = sa.Table(
         "alembic_version",
         sa.MetaData(),
