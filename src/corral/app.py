@@ -131,6 +131,7 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
     key_admin = AdminService(store, key_notices, keyring=keyring)
     usage, webhooks = open_recording(settings, database)
     limits = LimitStage(open_limiter(settings), settings.limits, metrics)
+    limits.report_keys(keyring)
     metrics.count_recording(lambda: recording_counters(usage, webhooks))
     if webhooks is not None:
         hooks = webhooks
