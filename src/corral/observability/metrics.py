@@ -62,6 +62,14 @@ class Histogram:
         entry[0][bisect_left(self.buckets, value)] += 1
         entry[1][0] += value
 
+    def merged(self) -> Histogram:
+        """Every series added into one (unlabelled), as a histogram of its own."""
+        total = Histogram(self.buckets)
+        if self.series:
+            counts = [sum(c) for c in zip(*(e[0] for e in self.series.values()), strict=True)]
+            total.series[()] = (counts, [sum(e[1][0] for e in self.series.values())])
+        return total
+
     def family(self, name: str, doc: str, label_names: Sequence[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, doc, labels=label_names)
         for labels, (counts, total) in self.series.items():
@@ -118,15 +126,12 @@ class Metrics(Collector):
         self._fleet = fleet
         self._router = router
         self._api_keys = api_keys
-        # seed 001 (under its namespace)
-        self.requests: dict[Labels, float] = {}  # method, endpoint, status
+        # Seed 001's series (under its namespace). Its success and failure counters, and seed
+        # 003's request count and latency, are sums of these two: worked out at scrape time,
+        # not recorded again for every request.
+        self.requests: dict[tuple[str, str, int], float] = {}  # method, endpoint, status
         self.duration = Histogram(LATENCY_BUCKETS)  # method, endpoint
         self.by_ip_requests: dict[Labels, float] = {}  # ip, endpoint, status
-        self.success: dict[Labels, float] = {}  # method, endpoint
-        self.failure: dict[Labels, float] = {}  # method, endpoint
-        # seed 003
-        self.ollama_requests = 0.0
-        self.ollama_latency = Histogram(LATENCY_BUCKETS)
         # corral's own
         self.ttft = Histogram(TTFT_BUCKETS)  # model, backend
         self.token_rate = Histogram(RATE_BUCKETS)  # model, backend
@@ -145,18 +150,13 @@ class Metrics(Collector):
     # ---- recording (hot path) ---------------------------------------------------------------
 
     def request(self, method: str, endpoint: str, status: int, seconds: float, ip: str) -> None:
-        code = str(status)
-        key = (method, endpoint, code)
-        self.requests[key] = self.requests.get(key, 0.0) + 1
-        pair = (method, endpoint)
-        self.duration.observe(pair, seconds)
-        outcome = self.success if status < 400 else self.failure
-        outcome[pair] = outcome.get(pair, 0.0) + 1
+        key = (method, endpoint, status)
+        requests = self.requests
+        requests[key] = requests.get(key, 0.0) + 1
+        self.duration.observe((method, endpoint), seconds)
         if self.by_ip:
-            ip_key = (ip, endpoint, code)
+            ip_key = (ip, endpoint, str(status))
             self.by_ip_requests[ip_key] = self.by_ip_requests.get(ip_key, 0.0) + 1
-        self.ollama_requests += 1
-        self.ollama_latency.observe((), seconds)
 
     def generation(
         self,
@@ -202,25 +202,30 @@ class Metrics(Collector):
     def collect(self) -> Iterator[Metric]:
         ns = self.ns
         method_endpoint = ("method", "endpoint")
-        yield _counter(
-            f"{ns}_requests", "HTTP requests", (*method_endpoint, "status"), self.requests
-        )
+        requests = self.requests
+        by_status: dict[Labels, float] = {(m, e, str(c)): n for (m, e, c), n in requests.items()}
+        success: dict[Labels, float] = {}
+        failure: dict[Labels, float] = {}
+        for (method, endpoint, code), count in requests.items():
+            outcome = success if code < 400 else failure
+            outcome[(method, endpoint)] = outcome.get((method, endpoint), 0.0) + count
+        yield _counter(f"{ns}_requests", "HTTP requests", (*method_endpoint, "status"), by_status)
         yield self.duration.family(f"{ns}_requests_duration_seconds", "Latency", method_endpoint)
         if self.by_ip:
             yield _counter(
                 f"{ns}_requests_by_ip", "Requests by client", ("ip", "endpoint", "status"),
                 self.by_ip_requests,
             )  # fmt: skip
-        yield _counter(f"{ns}_requests_success", "Successes", method_endpoint, self.success)
-        yield _counter(f"{ns}_requests_failure", "Failures", method_endpoint, self.failure)
+        yield _counter(f"{ns}_requests_success", "Successes", method_endpoint, success)
+        yield _counter(f"{ns}_requests_failure", "Failures", method_endpoint, failure)
         backends = list(self._fleet())
         yield _gauge(f"{ns}_apikeys_total", "Active API keys", float(self._api_keys()))
         yield _gauge(f"{ns}_ollama_servers_total", "Configured Ollama servers", len(backends))
 
         total = CounterMetricFamily("ollama_requests", "Total number of requests")
-        total.add_metric([], self.ollama_requests)
+        total.add_metric([], float(sum(requests.values())))
         yield total
-        yield self.ollama_latency.family(
+        yield self.duration.merged().family(
             "ollama_request_latency_seconds", "Request latency in seconds", ()
         )
 
