@@ -28,7 +28,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
@@ -104,11 +104,14 @@ def prompt_estimate(call: Call) -> int:
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
-    __slots__ = ("_stage", "_taken", "reserved")
+    __slots__ = ("_checks", "_costs", "_stage", "reserved")
 
-    def __init__(self, stage: LimitStage, taken: list[tuple[Check, int]], reserved: int) -> None:
+    def __init__(
+        self, stage: LimitStage, checks: Sequence[Check], costs: list[int], reserved: int
+    ) -> None:
         self._stage = stage
-        self._taken = taken
+        self._checks = checks
+        self._costs = costs
         self.reserved = reserved
 
     def end(self, used_tokens: int | None) -> None:
@@ -116,13 +119,14 @@ class Admission:
         before any backend answered; ``None`` keeps the whole reservation), concurrency slots
         are given back. Runs in the background; never raises."""
         refunds = []
-        for check, cost in self._taken:
+        for check, cost in zip(self._checks, self._costs, strict=True):
             if check.counts == "tokens":
                 if used_tokens is not None and used_tokens != cost:
                     refunds.append((check, cost - used_tokens))
             elif check.counts == "concurrency":
                 refunds.append((check, cost))
-        self._taken = []
+        self._checks = ()
+        self._costs = []
         if refunds:
             self._stage.settle(refunds)
 
@@ -180,12 +184,8 @@ class LimitStage:
                 call = with_length(call, length)
                 request.body = call.body
             reserve = prompt_estimate(call) + (length or 0)
-        hits: list[Hit] = []
-        taken: list[tuple[Check, int]] = []
-        for check in checks:
-            cost = reserve if check.counts == "tokens" else 1
-            hits.append((check.key, check.rate, cost))
-            taken.append((check, cost))
+        costs = [reserve if check.counts == "tokens" else 1 for check in checks]
+        hits: list[Hit] = [(c.key, c.rate, n) for c, n in zip(checks, costs, strict=True)]
         try:
             if self._inline is not None:
                 decisions = self._inline.hit_many_now(hits)
@@ -193,17 +193,17 @@ class LimitStage:
                 decisions = await self._limiter.hit_many(hits)
         except LimiterUnavailable as err:
             self._store_failed(err)
-            return call, Admission(self, [], reserve)  # open: let through, nothing counted
+            return call, Admission(self, (), [], reserve)  # open: let through, nothing counted
         if decisions and not decisions[-1].allowed:
-            check, cost = taken[len(decisions) - 1]
-            self._deny(call, request, headers, check, cost, decisions[-1])
+            last = len(decisions) - 1
+            self._deny(call, request, headers, checks[last], costs[last], decisions[-1])
         best: dict[str, tuple[Check, Decision]] = {}
         for check, decision in zip(checks, decisions, strict=True):
             shown = best.get(check.counts)
             if shown is None or decision.remaining < shown[1].remaining:
                 best[check.counts] = (check, decision)
         _add_headers(headers, best)
-        return call, Admission(self, taken, reserve)
+        return call, Admission(self, checks, costs, reserve)
 
     def _deny(
         self,
@@ -360,6 +360,6 @@ def _add_headers(headers: HeaderList, shown: dict[str, tuple[Check, Decision]]) 
         names = _HEADER_NAMES.get(counts)
         if names is None:
             continue
-        headers.append((names[0], str(check.rate.limit).encode()))
-        headers.append((names[1], str(decision.remaining).encode()))
-        headers.append((names[2], str(math.ceil(decision.reset_after)).encode()))
+        headers.append((names[0], check.limit_text))
+        headers.append((names[1], b"%d" % decision.remaining))
+        headers.append((names[2], b"%d" % math.ceil(decision.reset_after)))

@@ -2,7 +2,8 @@
 
 A :class:`Check` is one limit for one request: the limiter key, its :class:`Rate`, whether it
 counts tokens, and how the limit is named to a client and in metrics. Templates are built once
-per settings; a request only formats its keys.
+per settings, and the checks of each client address, key and model once while they stay in a
+bounded memo: a request usually only looks its checks up.
 
 Example::
 
@@ -37,6 +38,16 @@ class Check:
     counts: Counts
     name: str
     label: str
+
+    @property
+    def limit_text(self) -> bytes:
+        """The limit as a header value."""
+        return b"%d" % self.rate.limit
+
+
+# Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
+# over (addresses are unbounded).
+_MEMO_SIZE = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +111,30 @@ class LimitPolicy:
         self.max_tokens = settings.max_tokens
         # Keys share few distinct limit sets: each is built once.
         self._overridden: dict[tuple[int | None, ...], list[_Template]] = {}
+        self._memo: dict[tuple[object, ...], tuple[Check, ...]] = {}
 
     def applies(self, principal: Principal | None) -> bool:
         """Whether any limit may apply; cheap, for the hot path with limits off."""
         return self.static or (principal is not None and self.applies_to_key(principal))
 
-    def checks(self, client_ip: str, principal: Principal | None, model: str | None) -> list[Check]:
+    def checks(
+        self, client_ip: str, principal: Principal | None, model: str | None
+    ) -> tuple[Check, ...]:
+        """The limits on a request from ``client_ip`` with ``principal``'s key for ``model``."""
+        own = (
+            None
+            if principal is None
+            else (principal.label, principal.rpm, principal.tpm, principal.max_concurrency)
+        )
+        memo_key = (client_ip, own, model)
+        found = self._memo.get(memo_key)
+        if found is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[memo_key] = tuple(self._build(client_ip, principal, model))
+        return found
+
+    def _build(self, client_ip: str, principal: Principal | None, model: str | None) -> list[Check]:
         ip_key = "ip:" + client_ip
         who = "key:" + principal.label if principal is not None else ip_key
         found = [Check("all" + t.suffix, t.rate, t.counts, t.name, t.label) for t in self._overall]
