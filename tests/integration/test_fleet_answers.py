@@ -61,6 +61,9 @@ class Sink:
     def write(self, data: bytes) -> None:
         self.chunks.append(data)
 
+    def write_many(self, chunks: list[bytes]) -> None:
+        self.chunks.extend(chunks)
+
     def end(self) -> None:
         pass
 

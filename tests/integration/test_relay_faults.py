@@ -10,6 +10,7 @@ import httpx
 import orjson
 import pytest
 
+from corral.http.sink import ResponseWriter
 from tests.harness import running_corral
 from tests.rawhttp import RawClient
 
@@ -302,3 +303,59 @@ async def test_blob_upload_streams_past_the_body_limit_with_100_continue() -> No
                 await c.send(b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: 2000\r\n\r\n")
                 assert (await c.response())[0] == 413
     assert received["digest"] == hashlib.sha256(payload).hexdigest()
+
+
+async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lines = [b'{"model":"m","response":"%d","done":false}\n' % n for n in range(50)]
+    lines.append(b'{"model":"m","response":"","done":true,"prompt_eval_count":3,"eval_count":50}\n')
+
+    async def burst(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        w.write(head)
+        await w.drain()
+        # Every line and the end of the answer in one TCP write: one read at corral's end.
+        w.write(b"".join(b"%x\r\n%b\r\n" % (len(x), x) for x in lines) + b"0\r\n\r\n")
+        await w.drain()
+        await read_request(r)
+
+    writes: list[bytes] = []
+    original = ResponseWriter._write_raw
+
+    def counted(self: ResponseWriter, data: bytes) -> None:
+        writes.append(data)
+        original(self, data)
+
+    monkeypatch.setattr(ResponseWriter, "_write_raw", counted)
+    async with ScriptedBackend(burst) as backend:
+        async with running_corral([backend.url]) as (app, log):
+            async with RawClient(app.port) as c:
+                body = b'{"model":"m"}'
+                await c.send(
+                    b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
+                    % (len(body), body)
+                )
+                status, _, answer = await c.response()
+            entries = [e for e in log.entries if e["route"] == "/api/generate"]
+    assert status == 200 and answer == b"".join(lines)
+    # One write for the head and all 51 lines, one for the end of the answer; each line kept
+    # its own chunk, as the backend framed it.
+    assert len(writes) <= 3, [len(w) for w in writes]
+    assert chunks_of(b"".join(writes)) == lines
+    # The counts of the final line were still read off the answer's end.
+    assert (entries[0]["prompt_tokens"], entries[0]["generated_tokens"]) == (3, 50)
+
+
+def chunks_of(response: bytes) -> list[bytes]:
+    """The chunks of a chunked response, as framed on the wire."""
+    rest = response.partition(b"\r\n\r\n")[2]
+    found = []
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return found
+        found.append(rest[:size])
+        rest = rest[size + 2 :]

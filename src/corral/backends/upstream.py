@@ -78,11 +78,16 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self._last_read = self._loop.time()
+        response = self._response
+        if response is not None:
+            response._begin_read()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as err:
             self._fail(UpstreamClosed(f"backend sent an invalid HTTP response: {err}"))
             self._abort()
+        if response is not None:
+            response._end_read()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -20,6 +20,10 @@ class BodySink(Protocol):
 
     def on_chunk(self, data: bytes) -> None: ...
 
+    def on_chunks(self, chunks: list[bytes]) -> None:
+        """Several chunks that arrived in one read, in order: one write for all of them."""
+        ...
+
     def on_complete(self) -> None: ...
 
     def on_failure(self, reason: str) -> None: ...
@@ -29,6 +33,7 @@ class UpstreamResponse:
     """Status and headers of a backend's answer; the body follows through ``read`` or ``relay``."""
 
     __slots__ = (
+        "_batch",
         "_conn",
         "_done",
         "_failure",
@@ -56,6 +61,8 @@ class UpstreamResponse:
         self._pending_size = 0
         self._limit = 0
         self._sink: BodySink | None = None
+        # Chunks of the read under way, relayed together when it has been parsed.
+        self._batch: list[bytes] | None = None
         self._failure: str | None = None
         self._done: asyncio.Future[None] | None = None
         te = cl = False
@@ -70,10 +77,32 @@ class UpstreamResponse:
 
     # called by the connection
 
+    def _begin_read(self) -> None:
+        """A read from the backend is about to be parsed: hold its chunks until it is."""
+        if self._sink is not None:
+            self._batch = []
+
+    def _end_read(self) -> None:
+        """Relay the chunks of the read just parsed, in one write to the client. A read often
+        holds many chunks of a fast stream; a write (a system call) for each would cost more
+        than everything else corral does per chunk. Nothing waits: they all arrived at once."""
+        batch = self._batch
+        self._batch = None
+        sink = self._sink
+        if batch and sink is not None:
+            if len(batch) == 1:
+                sink.on_chunk(batch[0])
+            else:
+                sink.on_chunks(batch)
+
     def _on_body(self, data: bytes) -> None:
         sink = self._sink
         if sink is not None:
-            sink.on_chunk(data)
+            batch = self._batch
+            if batch is not None:
+                batch.append(data)
+            else:
+                sink.on_chunk(data)
             return
         self._pending.append(data)
         self._pending_size += len(data)
@@ -82,6 +111,7 @@ class UpstreamResponse:
             self._conn._abort()
 
     def _on_complete(self) -> None:
+        self._end_read()  # the last chunks go before the end of the answer
         self.complete = True
         self._conn.release(self.keep_alive)
         if self._sink is not None:
@@ -93,6 +123,7 @@ class UpstreamResponse:
         if self._failure is not None:
             return  # reported once: an abort is followed by connection_lost
         self._failure = reason
+        self._end_read()
         if self._sink is not None:
             self._sink.on_failure(reason)
         if self._done is not None and not self._done.done():
@@ -108,8 +139,10 @@ class UpstreamResponse:
         """Deliver what has arrived and everything after it to ``sink``, from callbacks."""
         self._sink = sink
         pending, self._pending = self._pending, []
-        for chunk in pending:
-            sink.on_chunk(chunk)
+        if len(pending) == 1:
+            sink.on_chunk(pending[0])
+        elif pending:
+            sink.on_chunks(pending)
         if self.complete:
             sink.on_complete()
         elif self._failure is not None:
@@ -118,6 +151,7 @@ class UpstreamResponse:
     def detach(self) -> None:
         """Forget the body's consumer; nothing more will be delivered to it."""
         self._sink = None
+        self._batch = None
         self._done = None
 
     def pause_reading(self) -> None:
@@ -153,4 +187,5 @@ class UpstreamResponse:
         """Give up on the rest of the body: closing is how Ollama learns to stop generating."""
         if not self.complete:
             self._sink = None
+            self._batch = None
             self._conn._abort()

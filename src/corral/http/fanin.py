@@ -45,6 +45,10 @@ class _Feed:
             self._paused = True
             self._upstream.pause_reading()
 
+    def on_chunks(self, chunks: list[bytes]) -> None:
+        for data in chunks:
+            self.on_chunk(data)
+
     def on_complete(self) -> None:
         self._queue.put_nowait((self._index, None, None))
 

@@ -135,6 +135,18 @@ class RelayResponse(Response):
     def on_chunk(self, data: bytes) -> None:
         sink = self._sink
         assert sink is not None
+        self._note(data)
+        sink.write(data)
+
+    def on_chunks(self, chunks: list[bytes]) -> None:
+        sink = self._sink
+        assert sink is not None
+        for data in chunks:
+            self._note(data)
+        sink.write_many(chunks)
+
+    def _note(self, data: bytes) -> None:
+        """Account for one chunk on its way out: the outcome's figures, the cache's copy."""
         outcome = self.outcome
         if outcome.first_byte_at is None:
             outcome.first_byte_at = time.perf_counter()
@@ -147,7 +159,6 @@ class RelayResponse(Response):
                 tap.append(data)
             else:
                 self.tap = None
-        sink.write(data)
 
     def on_complete(self) -> None:
         sink = self._sink

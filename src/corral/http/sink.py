@@ -77,6 +77,20 @@ class ResponseWriter:
             data = head + data
         self._write_raw(data)
 
+    def write_many(self, chunks: list[bytes]) -> None:
+        """Several body chunks in one write, each framed as it would be alone."""
+        if self._head_only:
+            return
+        if self._chunked:
+            data = b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks])
+        else:
+            data = b"".join(chunks)
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        self._write_raw(data)
+
     def end(self) -> None:
         tail = b"0\r\n\r\n" if self._chunked else b""
         head = self._head
