@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Surface = Literal["ollama", "openai", "ops"]
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """What a request asks of the fleet, parsed once at the edge.
+class Call(NamedTuple):
+    """What a request asks of the fleet, parsed once at the edge. A named tuple: one is made
+    for every request, and a tuple is made several times faster than a frozen dataclass.
 
     ``fields`` is the decoded JSON body (empty when there is none); ``body`` the bytes that go
     upstream unchanged. ``model_key`` is the model's normalised name (``llama3`` ->

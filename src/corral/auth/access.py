@@ -22,7 +22,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
@@ -180,4 +179,4 @@ class AccessControl:
 
 def _without_body_key(call: Call) -> Call:
     fields = {k: v for k, v in call.fields.items() if k != credentials.BODY_FIELD}
-    return dataclasses.replace(call, body=orjson.dumps(fields), fields=fields)
+    return call._replace(body=orjson.dumps(fields), fields=fields)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import time
@@ -92,7 +91,7 @@ def with_length(call: Call, tokens: int) -> Call:
         fields["options"] = {**(options if isinstance(options, dict) else {}), field: tokens}
     else:
         fields[field] = tokens
-    return dataclasses.replace(call, body=orjson.dumps(fields), fields=fields)
+    return call._replace(body=orjson.dumps(fields), fields=fields)
 
 
 def prompt_estimate(call: Call) -> int:

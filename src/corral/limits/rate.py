@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Kind = Literal["fixed", "smooth", "concurrent"]
 
@@ -66,11 +66,10 @@ class Rate:
 Hit = tuple[str, Rate, int]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What a hit was told. ``remaining``: units left now; ``reset_after``: seconds until the
     count is back to full (fixed: the window's end); ``retry_after``: seconds until the same hit
-    would be allowed (0 when it was)."""
+    would be allowed (0 when it was). A named tuple: several are made per limited request."""
 
     allowed: bool
     remaining: int
