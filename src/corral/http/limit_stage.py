@@ -174,16 +174,17 @@ class LimitStage:
 
         Adds the ``X-RateLimit-*`` headers to ``headers`` either way."""
         state = request.state
-        checks = self.policy.checks(state["client_ip"], state.get("principal"), call.model_key)
+        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
+        checks = plan.checks
         reserve = 0
-        if any(check.counts == "tokens" for check in checks):
+        if plan.any_tokens:
             length = asked_length(call)
             if length is None and call.endpoint in _LENGTH_FIELD:
                 length = self.policy.max_tokens
                 call = with_length(call, length)
                 request.body = call.body
             reserve = prompt_estimate(call) + (length or 0)
-        costs = [reserve if check.counts == "tokens" else 1 for check in checks]
+        costs = [reserve if tokens else 1 for tokens in plan.tokens]
         hits: list[Hit] = [(c.key, c.rate, n) for c, n in zip(checks, costs, strict=True)]
         try:
             if self._inline is not None:

@@ -14,7 +14,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from corral.limits.rate import Rate
 
@@ -43,6 +43,15 @@ class Check:
     def limit_text(self) -> bytes:
         """The limit as a header value."""
         return b"%d" % self.rate.limit
+
+
+class Plan(NamedTuple):
+    """The checks on one kind of request, with what admitting it needs to know of them."""
+
+    checks: tuple[Check, ...]
+    tokens: tuple[bool, ...]
+    """Per check: whether it counts tokens (its cost is the request's token reservation)."""
+    any_tokens: bool
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
@@ -111,7 +120,7 @@ class LimitPolicy:
         self.max_tokens = settings.max_tokens
         # Keys share few distinct limit sets: each is built once.
         self._overridden: dict[tuple[int | None, ...], list[_Template]] = {}
-        self._memo: dict[tuple[object, ...], tuple[Check, ...]] = {}
+        self._memo: dict[tuple[object, ...], Plan] = {}
 
     def applies(self, principal: Principal | None) -> bool:
         """Whether any limit may apply; cheap, for the hot path with limits off."""
@@ -121,6 +130,10 @@ class LimitPolicy:
         self, client_ip: str, principal: Principal | None, model: str | None
     ) -> tuple[Check, ...]:
         """The limits on a request from ``client_ip`` with ``principal``'s key for ``model``."""
+        return self.plan(client_ip, principal, model).checks
+
+    def plan(self, client_ip: str, principal: Principal | None, model: str | None) -> Plan:
+        """:meth:`checks`, looked up in the memo (built on a miss)."""
         own = (
             None
             if principal is None
@@ -131,7 +144,9 @@ class LimitPolicy:
         if found is None:
             if len(self._memo) >= _MEMO_SIZE:
                 self._memo.clear()
-            found = self._memo[memo_key] = tuple(self._build(client_ip, principal, model))
+            checks = tuple(self._build(client_ip, principal, model))
+            tokens = tuple(check.counts == "tokens" for check in checks)
+            found = self._memo[memo_key] = Plan(checks, tokens, any(tokens))
         return found
 
     def _build(self, client_ip: str, principal: Principal | None, model: str | None) -> list[Check]:
