@@ -1,4 +1,4 @@
-"""Usage accounting through a running corral: every request a key makes is one usage record,
+"""Usage accounting through a running corral: every request a key makes is counted in a usage row,
 and the totals per key are the token counts the simulator reported."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from corral.cli.main import main
@@ -131,3 +132,44 @@ async def test_the_admin_usage_endpoint_checks_its_parameters(tmp_path: Path) ->
         assert (await g.client.get(url, params={"since": "soon"}, headers=auth)).status_code == 400
         ok = await g.client.get(url, params={"by": "day", "since": "7d"}, headers=auth)
         assert ok.status_code == 200 and ok.json()["rows"] == []
+
+
+async def test_per_request_rows_keep_the_request_id_and_client(tmp_path: Path) -> None:
+    async with gateway(tmp_path, usage={"granularity": "request"}) as g:
+        key = await g.create_key("ci")
+        ids = []
+        for _ in range(3):
+            answer = await g.client.post(
+                g.url + "/api/chat",
+                json={"model": "llama3.2", "messages": PROMPT, "stream": False},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            assert answer.status_code == 200
+            ids.append(answer.headers["x-request-id"])
+        usage = g.app.services.usage
+        assert usage is not None
+        await usage.flush()
+        rows = await rows_of(g)
+    assert [row["request_id"] for row in rows] == ids
+    assert {(row["requests"], row["client_ip"]) for row in rows} == {(1, "127.0.0.1")}
+    assert all(row["ttft_ms"] is not None and row["ttft_ms"] <= row["duration_ms"] for row in rows)
+
+
+async def test_per_minute_rows_count_the_requests_of_a_minute(tmp_path: Path) -> None:
+    async with gateway(tmp_path) as g:
+        key = await g.create_key("ci")
+        for _ in range(4):
+            await native(g, key, "/api/chat", {"model": "llama3.2", "messages": PROMPT})
+        usage = g.app.services.usage
+        assert usage is not None
+        await usage.flush()
+        rows = await rows_of(g)
+    # One row, unless the four requests straddled a minute's end.
+    assert sum(row["requests"] for row in rows) == 4 and len(rows) <= 2
+    assert all(row["request_id"] is None and row["client_ip"] is None for row in rows)
+
+
+async def rows_of(g: Gateway) -> list[dict[str, Any]]:
+    async with g.app.services.database.engine.connect() as conn:
+        result = await conn.execute(sa.text("SELECT * FROM usage ORDER BY id"))
+        return [dict(row._mapping) for row in result]
