@@ -11,6 +11,7 @@ Model names are normalised the way Ollama resolves them, so ``llama3``, ``llama3
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,7 @@ _DEFAULT_REGISTRY = "registry.ollama.ai/"
 _DEFAULT_NAMESPACE = "library/"
 
 
+@functools.lru_cache(maxsize=1024)  # once per request on the hot path; few distinct names
 def normalize_model(name: str) -> str:
     name = name.strip().lower()
     name = name.removeprefix(_DEFAULT_REGISTRY).removeprefix(_DEFAULT_NAMESPACE)

@@ -23,23 +23,10 @@ if TYPE_CHECKING:
     from corral.storage.engine import Database
 
 
-# Distinct model names remembered in their resolved form; a client can send any name at all.
-_NAMES_KEPT = 1024
-
-
 class RequestAccounting:
     def __init__(self, usage: UsageWriter | None, webhooks: Webhooks | None) -> None:
         self.usage = usage
         self.webhooks = webhooks
-        self._names: dict[str, str] = {}
-
-    def _resolved(self, model: str) -> str:
-        name = self._names.get(model)
-        if name is None:
-            if len(self._names) >= _NAMES_KEPT:
-                self._names.clear()
-            name = self._names[model] = normalize_model(model)
-        return name
 
     def finished(self, state: dict[str, Any], entry: dict[str, Any]) -> None:
         """Record one API request that ended (answered, failed or cancelled).
@@ -51,7 +38,7 @@ class RequestAccounting:
         # As Ollama resolves it: "llama3.2" and "llama3.2:latest" are one model in a report.
         model = state.get("model")
         if model:
-            model = self._resolved(model)
+            model = normalize_model(model)
         usage = self.usage
         if usage is not None:
             usage.record(
