@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from corral.backends.models import normalize_model
-from corral.storage.usage import UsageRecord
 
 if TYPE_CHECKING:
     from corral.auth.principal import Principal
@@ -41,22 +40,20 @@ class RequestAccounting:
             model = normalize_model(model)
         usage = self.usage
         if usage is not None:
-            usage.record(
-                UsageRecord(
-                    time.time(),
-                    entry["route"],
-                    entry["status"],
-                    key_id,
-                    model,
-                    state.get("backend"),
-                    entry["request_id"],
-                    entry["client"],
-                    state.get("prompt_tokens"),
-                    state.get("generated_tokens"),
-                    entry["duration_ms"],
-                    entry.get("ttfb_ms"),
-                    state.get("queue_ms"),
-                )
+            usage.count(
+                time.time(),
+                entry["route"],
+                entry["status"],
+                key_id,
+                model,
+                state.get("backend"),
+                entry["request_id"],
+                entry["client"],
+                state.get("prompt_tokens"),
+                state.get("generated_tokens"),
+                entry["duration_ms"],
+                entry.get("ttfb_ms"),
+                state.get("queue_ms"),
             )
         hooks = self.webhooks
         if hooks is not None and hooks.wants_requests:

@@ -97,6 +97,47 @@ class UsageWriter:
             record.request_id = record.client_ip = None
             self._minutes[key] = record
 
+    def count(
+        self,
+        ts: float,
+        route: str,
+        status: int,
+        key_id: int | None,
+        model: str | None,
+        backend: str | None,
+        request_id: str | None,
+        client_ip: str | None,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        duration_ms: float | None,
+        ttft_ms: float | None,
+        queue_ms: float | None,
+    ) -> None:
+        """:meth:`record` of one request, from its figures: per minute, a request that joins
+        a pending row is added in place, without a record of its own (this runs for every
+        request)."""
+        if not self.per_request:
+            row = self._minutes.get((int(ts // 60), key_id, model, backend, route, status))
+            if row is not None:
+                row.requests += 1
+                if prompt_tokens is not None:
+                    row.prompt_tokens = (row.prompt_tokens or 0) + prompt_tokens
+                if completion_tokens is not None:
+                    row.completion_tokens = (row.completion_tokens or 0) + completion_tokens
+                if duration_ms is not None:
+                    row.duration_ms = (row.duration_ms or 0.0) + duration_ms
+                if ttft_ms is not None:
+                    row.ttft_ms = (row.ttft_ms or 0.0) + ttft_ms
+                if queue_ms is not None:
+                    row.queue_ms = (row.queue_ms or 0.0) + queue_ms
+                return
+        self.record(
+            UsageRecord(
+                ts, route, status, key_id, model, backend, request_id, client_ip,
+                prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms,
+            )
+        )  # fmt: skip
+
     @property
     def queued(self) -> int:
         """Rows waiting to be written."""

@@ -84,18 +84,18 @@ class UsageRecord:
     def add(self, other: UsageRecord) -> None:
         """Count ``other`` in this record's sums (both for the same minute, key, model...).
         A sum stays ``None`` (not known) only while every part of it is."""
-        # Written out, not looped over field names: this runs once per request.
         self.requests += other.requests
-        if other.prompt_tokens is not None:
-            self.prompt_tokens = (self.prompt_tokens or 0) + other.prompt_tokens
-        if other.completion_tokens is not None:
-            self.completion_tokens = (self.completion_tokens or 0) + other.completion_tokens
-        if other.duration_ms is not None:
-            self.duration_ms = (self.duration_ms or 0.0) + other.duration_ms
-        if other.ttft_ms is not None:
-            self.ttft_ms = (self.ttft_ms or 0.0) + other.ttft_ms
-        if other.queue_ms is not None:
-            self.queue_ms = (self.queue_ms or 0.0) + other.queue_ms
+        self.prompt_tokens = _plus(self.prompt_tokens, other.prompt_tokens)
+        self.completion_tokens = _plus(self.completion_tokens, other.completion_tokens)
+        self.duration_ms = _plus(self.duration_ms, other.duration_ms)
+        self.ttft_ms = _plus(self.ttft_ms, other.ttft_ms)
+        self.queue_ms = _plus(self.queue_ms, other.queue_ms)
+
+
+def _plus(a: Any, b: Any) -> Any:
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 @dataclass(frozen=True, slots=True)
