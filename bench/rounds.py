@@ -130,13 +130,17 @@ def alternate(
     variants: Mapping[str, Service] | None = None,
 ) -> Runs:
     """Direct, corral, direct, corral...: ``profile.rounds`` rounds. Other corrals (``variants``,
-    by label) run in every round after the default one, so each compares with it round by round.
+    by label) run in every round too, so each compares with the default one round by round; the
+    corrals take turns at going first after the direct run, so that no one of them always meets
+    whatever the run before it left behind.
     """
     targets = {"direct": sim, "corral": corral, **(variants or {})}
     runs: Runs = {label: [] for label in targets}
-    for _ in range(bench.profile.rounds):
-        for label, target in targets.items():
-            runs[label].append(measure(target))
+    corrals = [label for label in targets if label != "direct"]
+    for round_index in range(bench.profile.rounds):
+        turn = round_index % len(corrals)
+        for label in ["direct", *corrals[turn:], *corrals[:turn]]:
+            runs[label].append(measure(targets[label]))
             for service in targets.values():
                 service.check_alive()
     return runs
