@@ -165,11 +165,7 @@ async def test_fixed_length_answer_cut_mid_way_is_not_passed_off_as_whole() -> N
     async with ScriptedBackend(short) as backend:
         async with running_corral([backend.url]) as (app, _):
             async with RawClient(app.port) as c:
-                body = b'{"model":"m","stream":false}'
-                await c.send(
-                    b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
-                    % (len(body), body)
-                )
+                await c.send(post("/api/chat", b'{"model":"m","stream":false}'))
                 with pytest.raises(asyncio.IncompleteReadError):
                     await c.response()
 
@@ -251,11 +247,7 @@ async def test_slow_reader_pauses_the_backend_instead_of_buffering() -> None:
     async with ScriptedBackend(firehose) as backend:
         async with running_corral([backend.url]) as (app, _):
             async with RawClient(app.port) as c:
-                body = b'{"model":"m"}'
-                await c.send(
-                    b"POST /api/show HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
-                    % (len(body), body)
-                )
+                await c.send(post("/api/show", b'{"model":"m"}'))
                 # The client reads nothing; the backend must soon find its socket full.
                 await asyncio.wait_for(blocked.wait(), 10)
                 stalled_at = written
@@ -332,11 +324,7 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
     async with ScriptedBackend(burst) as backend:
         async with running_corral([backend.url]) as (app, log):
             async with RawClient(app.port) as c:
-                body = b'{"model":"m"}'
-                await c.send(
-                    b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%b"
-                    % (len(body), body)
-                )
+                await c.send(post("/api/generate", b'{"model":"m"}'))
                 status, _, answer = await c.response()
             entries = [e for e in log.entries if e["route"] == "/api/generate"]
     assert status == 200 and answer == b"".join(lines)
@@ -346,6 +334,12 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
     assert chunks_of(b"".join(writes)) == lines
     # The counts of the final line were still read off the answer's end.
     assert (entries[0]["prompt_tokens"], entries[0]["generated_tokens"]) == (3, 50)
+
+
+def post(path: str, body: bytes) -> bytes:
+    """A whole POST request with ``body``, as a client puts it on the wire."""
+    head = b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    return head % (path.encode(), len(body)) + body
 
 
 def chunks_of(response: bytes) -> list[bytes]:
