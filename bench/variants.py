@@ -1,8 +1,9 @@
 """Other corrals for scenario (a): the default corral with one setting of ``bench/run_corral.py``
 changed, each its own process in front of the same simulator.
 
-A variant runs in every round of (a) right after the default corral, so its ratio to the default
-is the median of per-round ratios measured seconds apart, as corral's to direct is. A variant that
+A variant runs in every round of (a) beside the default corral (the corrals take turns at going
+first), so its ratio to the default is the median of per-round ratios measured seconds apart, as
+corral's to direct is. A variant that
 needs what this machine lacks (Redis) is not started, and its rows say why.
 
 Example::
