@@ -50,7 +50,7 @@ class Profile:
 FULL = Profile(
     name="full", rounds=3, pin=True,
     a_connections=64, a_duration=5.0, a_num_predict=16,
-    a_variants=("limits-memory", "limits-redis", "recording-off"),
+    a_variants=("limits-memory", "limits-redis", "recording-off", "default-again"),
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=3.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=3.0,

@@ -142,6 +142,12 @@ def variant_rows(runs: Runs, names: tuple[str, ...], skipped: dict[str, str]) ->
     if "recording-off" in names:
         metric = "(a) req/s, recording on (logs, metrics, usage); baseline: recording off"
         rows.append(overhead_row(runs, metric, baseline="recording-off", subject="corral"))
+    if "default-again" in names:
+        metric = "(a) req/s, a second default corral; baseline: the first (noise floor)"
+        rows.append(
+            compare(runs, figure("responses_per_s"), "ratio", metric, "req/s",
+                    baseline="corral", subject="default-again")
+        )  # fmt: skip
     return rows
 
 

@@ -47,6 +47,9 @@ VARIANTS = {
         Variant("limits-memory", {"BENCH_LIMITS": "memory"}),
         Variant("limits-redis", {"BENCH_LIMITS": "redis"}, needs_redis=True),
         Variant("recording-off", {"BENCH_RECORDING": "off"}),
+        # The default corral again, in a process of its own: how far two identical corrals
+        # differ in one run, the noise floor the other comparisons stand on.
+        Variant("default-again", {}),
     )
 }
 
