@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +142,8 @@ class Service:
         self.stats_file = stats_file
         self.exit_stats: dict[str, Any] = {}
         """What the process wrote to ``stats_file`` as it stopped."""
+        self.modes_file: Path | None = None
+        """Where a corral writes the modes in force (``bench.run_corral.Modes``)."""
 
     @property
     def pid(self) -> int:
@@ -204,6 +206,8 @@ class Service:
             with contextlib.suppress(OSError, ValueError):
                 self.exit_stats = json.loads(self.stats_file.read_text())
             self.stats_file.unlink(missing_ok=True)
+        if self.modes_file is not None:
+            self.modes_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             self.log.unlink()
 
@@ -261,13 +265,67 @@ def start_corral(
     """
     port = free_port()
     stats_file = Path(tempfile.gettempdir()) / f"corral-bench-stats-{port}.json"
+    modes_file = Path(tempfile.gettempdir()) / f"corral-bench-modes-{port}.json"
     argv = [
         sys.executable, "-m", "bench.run_corral", "--port", str(port), "--backend", backend_url,
-        "--stats-file", str(stats_file),
+        "--stats-file", str(stats_file), "--modes-file", str(modes_file),
     ]  # fmt: skip
     service = launch(name, argv, port, cpus, stats_file, {**CORRAL_ENV, **(env or {})})
+    service.modes_file = modes_file
     service.wait_ready("/api/version")
     return service
+
+
+# Signals that switch a running corral between two settings (``bench.run_corral.Modes``), so that
+# the benchmark compares them in one process: two processes of the same code differ here by more
+# than the costs measured (heap layout, which caches they find warm...).
+SWITCH_RECORDING = signal.SIGUSR1
+SWITCH_LIMITS = signal.SIGUSR2
+
+
+class Switched(Service):
+    """A running corral with one of its modes switched while it is measured: a variant that
+    needs no process of its own. It shares the corral's process, which it never stops."""
+
+    def __init__(self, name: str, corral: Service, signal_number: int, mode: str) -> None:
+        super().__init__(name, corral.process, corral.port, corral.log)
+        self.corral = corral
+        self.signal_number = signal_number
+        self.mode = mode
+
+    def switched(self) -> contextlib.AbstractContextManager[None]:
+        return switched(self.corral, self.signal_number, self.mode)
+
+    def stop(self) -> None:
+        """The process is the corral's: it stops with it."""
+
+
+@contextlib.contextmanager
+def switched(corral: Service, signal_number: int, mode: str) -> Iterator[None]:
+    """``corral`` with one of its modes switched (``bench.run_corral.Modes``) while inside, and
+    back after; each switch is seen through the modes file before going on."""
+    assert corral.modes_file is not None
+    before = json.loads(corral.modes_file.read_text())
+    os.kill(corral.pid, signal_number)
+    _wait_for_mode(corral, mode, not before[mode])
+    try:
+        yield
+    finally:
+        os.kill(corral.pid, signal_number)
+        _wait_for_mode(corral, mode, before[mode])
+
+
+def _wait_for_mode(corral: Service, mode: str, value: bool) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    assert corral.modes_file is not None
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(corral.modes_file.read_text())[mode] == value:
+                return
+        corral.check_alive()
+        if time.monotonic() > deadline:
+            raise ServiceFailed(f"{corral.name} did not switch {mode} to {value}")
+        time.sleep(READY_POLL_INTERVAL)
 
 
 def run_tool(

@@ -27,6 +27,7 @@ from bench.procs import (
     Pinning,
     Service,
     ServiceFailed,
+    Switched,
     run_tool,
     start_corral,
     start_simulator,
@@ -140,7 +141,12 @@ def alternate(
     for round_index in range(bench.profile.rounds):
         turn = round_index % len(corrals)
         for label in ["direct", *corrals[turn:], *corrals[:turn]]:
-            runs[label].append(measure(targets[label]))
+            target = targets[label]
+            if isinstance(target, Switched):
+                with target.switched():
+                    runs[label].append(measure(target))
+            else:
+                runs[label].append(measure(target))
             for service in targets.values():
                 service.check_alive()
     return runs

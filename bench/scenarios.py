@@ -61,12 +61,15 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
         "connections": p.a_connections, "seconds": p.a_duration, "num_predict": p.a_num_predict,
         "simulator": {"tokens_per_second": UNPACED, "first_token_ms": 0},
         "client": "wrk" if bench.use_wrk else "bench.loadgen loop",
-        "variants": {name: VARIANTS[name].env for name in p.a_variants},
+        "variants": {
+            name: {"env": VARIANTS[name].env, "switched": VARIANTS[name].switch is not None}
+            for name in p.a_variants
+        },
     }  # fmt: skip
 
     with (
         stack(bench, UNPACED, 0) as (sim, corral),
-        started(p.a_variants, sim, bench) as (variants, skipped),
+        started(p.a_variants, sim, corral, bench) as (variants, skipped),
     ):
         measure = rate_measure(bench, body, sim, corral)
         result.runs = alternate(bench, sim, corral, measure, variants)
@@ -81,8 +84,9 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
     result.rows += variant_rows(runs, p.a_variants, skipped)
     if variants:
         result.notes += [
-            "rows with a baseline compare two corrals in the same rounds: the direct column is"
-            " the baseline corral",
+            "rows with a baseline compare two corrals in the same rounds (the direct column is"
+            " the baseline); limits on (memory) and recording off are the default corral's own"
+            " process, switched for the measurement",
             cpu_per_request_note(runs, list(variants)),
         ]
     cpu = corral_median(runs, figure("cpu_percent", "corral"))

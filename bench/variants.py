@@ -22,7 +22,14 @@ from urllib.parse import urlsplit, urlunsplit
 from redis import Redis
 from redis.exceptions import RedisError
 
-from bench.procs import Service, redis_url, start_corral
+from bench.procs import (
+    SWITCH_LIMITS,
+    SWITCH_RECORDING,
+    Service,
+    Switched,
+    redis_url,
+    start_corral,
+)
 from bench.rounds import Bench, prime
 
 PROBE_TIMEOUT = 1.0
@@ -35,6 +42,9 @@ class Variant:
     env: dict[str, str]
     """What differs from the default corral's environment (``bench.procs.CORRAL_ENV``)."""
     needs_redis: bool = False
+    switch: tuple[int, str] | None = None
+    """A mode of the default corral instead of a process: the signal that switches it, and the
+    mode's name (``bench.run_corral.Modes``)."""
 
     def unavailable(self) -> str | None:
         """Why this variant cannot run here, or None."""
@@ -44,11 +54,13 @@ class Variant:
 VARIANTS = {
     variant.name: variant
     for variant in (
-        Variant("limits-memory", {"BENCH_LIMITS": "memory"}),
+        # Switched in the default corral's own process: two processes of the same code differ
+        # here by more than these costs (see the "default-again" row).
+        Variant("limits-memory", {}, switch=(SWITCH_LIMITS, "limits")),
         Variant("limits-redis", {"BENCH_LIMITS": "redis"}, needs_redis=True),
-        Variant("recording-off", {"BENCH_RECORDING": "off"}),
-        # The default corral again, in a process of its own: how far two identical corrals
-        # differ in one run, the noise floor the other comparisons stand on.
+        Variant("recording-off", {}, switch=(SWITCH_RECORDING, "recording")),
+        # The default corral again, in a process of its own: how far two processes of the same
+        # code differ in one run, the noise floor of comparisons between processes.
         Variant("default-again", {}),
     )
 }
@@ -82,10 +94,11 @@ def without_password(url: str) -> str:
 
 @contextmanager
 def started(
-    names: Iterable[str], sim: Service, bench: Bench
+    names: Iterable[str], sim: Service, corral: Service, bench: Bench
 ) -> Iterator[tuple[dict[str, Service], dict[str, str]]]:
-    """The named variants' corrals in front of ``sim``, primed, by name; and those that could
-    not run here, with why. The corrals stop on the way out."""
+    """The named variants' corrals in front of ``sim``, primed, by name (a switched mode of
+    ``corral`` for some); and those that could not run here, with why. The corrals started here
+    stop on the way out."""
     services: dict[str, Service] = {}
     skipped: dict[str, str] = {}
     with ExitStack() as stops:
@@ -94,6 +107,9 @@ def started(
             reason = variant.unavailable()
             if reason is not None:
                 skipped[name] = reason
+                continue
+            if variant.switch is not None:
+                services[name] = Switched(f"corral ({name})", corral, *variant.switch)
                 continue
             service = start_corral(
                 sim.url, bench.pinning.corral, env=variant.env, name=f"corral ({name})"
