@@ -72,6 +72,7 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
         started(p.a_variants, sim, corral, bench) as (variants, skipped),
     ):
         measure = rate_measure(bench, body, sim, corral)
+        warm_up(bench, body, [sim, corral, *variants.values()])
         result.runs = alternate(bench, sim, corral, measure, variants)
 
     runs = result.runs
@@ -93,6 +94,26 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
     result.notes.append(f"corral used {cpu:.0f}% of its core during (a)")
     observe(result, bench, corral)
     return result
+
+
+# Seconds of load each server of (a) gets before the rounds, not measured.
+WARM_UP = 1.0
+
+
+def warm_up(bench: Bench, body: str, targets: list[Service]) -> None:
+    """A second of load on each server before the rounds: the first round would otherwise pay
+    for what a server does once (connections to the backend, memory it grows into, code run for
+    the first time). The loop load generator warms up on its own (``--warmup``)."""
+    if not bench.use_wrk:
+        return
+    seen: set[int] = set()
+    for target in targets:
+        if target.pid not in seen:  # a switched mode shares its corral's process
+            seen.add(target.pid)
+            run_wrk(
+                target.port, body, connections=bench.profile.a_connections, duration=WARM_UP,
+                cpus=bench.pinning.load,
+            )  # fmt: skip
 
 
 def rate_measure(
