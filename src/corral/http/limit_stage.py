@@ -197,12 +197,13 @@ class LimitStage:
         if decisions and not decisions[-1].allowed:
             last = len(decisions) - 1
             self._deny(call, request, headers, checks[last], costs[last], decisions[-1])
-        best: dict[str, tuple[Check, Decision]] = {}
-        for check, decision in zip(checks, decisions, strict=True):
-            shown = best.get(check.counts)
-            if shown is None or decision.remaining < shown[1].remaining:
-                best[check.counts] = (check, decision)
-        _add_headers(headers, best)
+        for counts, indices in plan.shown:
+            # The tightest limit of each kind speaks for all of them.
+            best = indices[0]
+            for index in indices[1:]:
+                if decisions[index].remaining < decisions[best].remaining:
+                    best = index
+            _add_headers(headers, counts, checks[best], decisions[best])
         return call, Admission(self, checks, costs, reserve)
 
     def _deny(
@@ -229,7 +230,7 @@ class LimitStage:
                     "model": call.model,
                 },
             )
-        _add_headers(headers, {check.counts: (check, decision)})
+        _add_headers(headers, check.counts, check, decision)
         if cost > check.rate.limit:
             message = f"request needs about {cost} tokens, more than {check.name}"
         else:
@@ -354,12 +355,13 @@ _HEADER_NAMES = {
 }
 
 
-def _add_headers(headers: HeaderList, shown: dict[str, tuple[Check, Decision]]) -> None:
-    """The tightest request limit and token budget: limit, units left, seconds to reset."""
-    for counts, (check, decision) in shown.items():
-        names = _HEADER_NAMES.get(counts)
-        if names is None:
-            continue
-        headers.append((names[0], check.limit_text))
-        headers.append((names[1], b"%d" % decision.remaining))
-        headers.append((names[2], b"%d" % math.ceil(decision.reset_after)))
+def _add_headers(headers: HeaderList, counts: str, check: Check, decision: Decision) -> None:
+    """A limit's headers (of the tightest request limit, or token budget): the limit, units
+    left, seconds to its reset."""
+    names = _HEADER_NAMES.get(counts)
+    if names is not None:
+        headers += (
+            (names[0], check.limit_text),
+            (names[1], b"%d" % decision.remaining),
+            (names[2], b"%d" % math.ceil(decision.reset_after)),
+        )

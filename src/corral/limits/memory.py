@@ -68,6 +68,9 @@ class MemoryLimiter:
         self._hits += 1
         if self._hits % _SWEEP_EVERY == 0:
             self._sweep(now)
+        return self._hit(key, rate, cost, now)
+
+    def _hit(self, key: str, rate: Rate, cost: int, now: float) -> Decision:
         if rate.kind == "smooth":
             return self._smooth(key, rate, cost, now)
         entry = self._state.get(key)
@@ -87,13 +90,17 @@ class MemoryLimiter:
     def hit_many_now(self, hits: Sequence[Hit]) -> list[Decision]:
         """Every hit in turn; on the first denial, every count the batch changed is put back
         as it was, so the batch takes all or nothing (see ``Limiter.hit_many``)."""
+        now = self._clock()
+        self._hits += len(hits)
+        if self._hits % _SWEEP_EVERY < len(hits):
+            self._sweep(now)
         decisions: list[Decision] = []
         saved: list[tuple[str, list[float] | None]] = []
         state = self._state
         for key, rate, cost in hits:
             entry = state.get(key)
             saved.append((key, entry if entry is None else entry.copy()))
-            decision = self.hit_now(key, rate, cost)
+            decision = self._hit(key, rate, cost, now)
             decisions.append(decision)
             if not decision.allowed:
                 self._restore(saved)

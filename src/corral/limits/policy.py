@@ -38,11 +38,12 @@ class Check:
     counts: Counts
     name: str
     label: str
+    limit_text: bytes = b""
+    """The limit as a header value."""
 
-    @property
-    def limit_text(self) -> bytes:
-        """The limit as a header value."""
-        return b"%d" % self.rate.limit
+    def __post_init__(self) -> None:
+        if not self.limit_text:
+            object.__setattr__(self, "limit_text", b"%d" % self.rate.limit)
 
 
 class Plan(NamedTuple):
@@ -52,6 +53,19 @@ class Plan(NamedTuple):
     tokens: tuple[bool, ...]
     """Per check: whether it counts tokens (its cost is the request's token reservation)."""
     any_tokens: bool
+    shown: tuple[tuple[Counts, tuple[int, ...]], ...]
+    """The checks whose headers an answer carries, by what they count (requests, tokens): the
+    tightest of each group is shown."""
+
+
+def _plan(checks: tuple[Check, ...]) -> Plan:
+    tokens = tuple(check.counts == "tokens" for check in checks)
+    groups: dict[Counts, list[int]] = {}
+    for index, check in enumerate(checks):
+        if check.counts != "concurrency":
+            groups.setdefault(check.counts, []).append(index)
+    shown = tuple((counts, tuple(indices)) for counts, indices in groups.items())
+    return Plan(checks, tokens, any(tokens), shown)
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
@@ -144,9 +158,7 @@ class LimitPolicy:
         if found is None:
             if len(self._memo) >= _MEMO_SIZE:
                 self._memo.clear()
-            checks = tuple(self._build(client_ip, principal, model))
-            tokens = tuple(check.counts == "tokens" for check in checks)
-            found = self._memo[memo_key] = Plan(checks, tokens, any(tokens))
+            found = self._memo[memo_key] = _plan(tuple(self._build(client_ip, principal, model)))
         return found
 
     def _build(self, client_ip: str, principal: Principal | None, model: str | None) -> list[Check]:
