@@ -119,17 +119,9 @@ class UsageWriter:
         if not self.per_request:
             row = self._minutes.get((int(ts // 60), key_id, model, backend, route, status))
             if row is not None:
-                row.requests += 1
-                if prompt_tokens is not None:
-                    row.prompt_tokens = (row.prompt_tokens or 0) + prompt_tokens
-                if completion_tokens is not None:
-                    row.completion_tokens = (row.completion_tokens or 0) + completion_tokens
-                if duration_ms is not None:
-                    row.duration_ms = (row.duration_ms or 0.0) + duration_ms
-                if ttft_ms is not None:
-                    row.ttft_ms = (row.ttft_ms or 0.0) + ttft_ms
-                if queue_ms is not None:
-                    row.queue_ms = (row.queue_ms or 0.0) + queue_ms
+                row.add_figures(
+                    1, prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms
+                )
                 return
         self.record(
             UsageRecord(

@@ -82,20 +82,35 @@ class UsageRecord:
     requests: int = 1
 
     def add(self, other: UsageRecord) -> None:
-        """Count ``other`` in this record's sums (both for the same minute, key, model...).
-        A sum stays ``None`` (not known) only while every part of it is."""
-        self.requests += other.requests
-        self.prompt_tokens = _plus(self.prompt_tokens, other.prompt_tokens)
-        self.completion_tokens = _plus(self.completion_tokens, other.completion_tokens)
-        self.duration_ms = _plus(self.duration_ms, other.duration_ms)
-        self.ttft_ms = _plus(self.ttft_ms, other.ttft_ms)
-        self.queue_ms = _plus(self.queue_ms, other.queue_ms)
+        """Count ``other`` in this record's sums (both for the same minute, key, model...)."""
+        self.add_figures(
+            other.requests, other.prompt_tokens, other.completion_tokens, other.duration_ms,
+            other.ttft_ms, other.queue_ms,
+        )  # fmt: skip
 
-
-def _plus(a: Any, b: Any) -> Any:
-    if a is None:
-        return b
-    return a if b is None else a + b
+    def add_figures(
+        self,
+        requests: int,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        duration_ms: float | None,
+        ttft_ms: float | None,
+        queue_ms: float | None,
+    ) -> None:
+        """Count requests with these sums in this record's. A sum stays ``None`` (not known)
+        only while every part of it is."""
+        # Written out, not looped over field names: this runs once per request.
+        self.requests += requests
+        if prompt_tokens is not None:
+            self.prompt_tokens = (self.prompt_tokens or 0) + prompt_tokens
+        if completion_tokens is not None:
+            self.completion_tokens = (self.completion_tokens or 0) + completion_tokens
+        if duration_ms is not None:
+            self.duration_ms = (self.duration_ms or 0.0) + duration_ms
+        if ttft_ms is not None:
+            self.ttft_ms = (self.ttft_ms or 0.0) + ttft_ms
+        if queue_ms is not None:
+            self.queue_ms = (self.queue_ms or 0.0) + queue_ms
 
 
 @dataclass(frozen=True, slots=True)
