@@ -103,14 +103,14 @@ def prompt_estimate(call: Call) -> int:
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
-    __slots__ = ("_checks", "_costs", "_stage", "reserved")
+    __slots__ = ("_checks", "_hits", "_stage", "reserved")
 
     def __init__(
-        self, stage: LimitStage, checks: Sequence[Check], costs: list[int], reserved: int
+        self, stage: LimitStage, checks: Sequence[Check], hits: list[Hit], reserved: int
     ) -> None:
         self._stage = stage
         self._checks = checks
-        self._costs = costs
+        self._hits = hits
         self.reserved = reserved
 
     def end(self, used_tokens: int | None) -> None:
@@ -118,14 +118,14 @@ class Admission:
         before any backend answered; ``None`` keeps the whole reservation), concurrency slots
         are given back. Runs in the background; never raises."""
         refunds = []
-        for check, cost in zip(self._checks, self._costs, strict=True):
+        for check, (_, _, cost) in zip(self._checks, self._hits, strict=True):
             if check.counts == "tokens":
                 if used_tokens is not None and used_tokens != cost:
                     refunds.append((check, cost - used_tokens))
             elif check.counts == "concurrency":
                 refunds.append((check, cost))
         self._checks = ()
-        self._costs = []
+        self._hits = []
         if refunds:
             self._stage.settle(refunds)
 
@@ -184,8 +184,7 @@ class LimitStage:
                 call = with_length(call, length)
                 request.body = call.body
             reserve = prompt_estimate(call) + (length or 0)
-        costs = [reserve if tokens else 1 for tokens in plan.tokens]
-        hits: list[Hit] = [(c.key, c.rate, n) for c, n in zip(checks, costs, strict=True)]
+        hits: list[Hit] = [(key, rate, reserve if tok else 1) for key, rate, tok in plan.parts]
         try:
             if self._inline is not None:
                 decisions = self._inline.hit_many_now(hits)
@@ -196,7 +195,7 @@ class LimitStage:
             return call, Admission(self, (), [], reserve)  # open: let through, nothing counted
         if decisions and not decisions[-1].allowed:
             last = len(decisions) - 1
-            self._deny(call, request, headers, checks[last], costs[last], decisions[-1])
+            self._deny(call, request, headers, checks[last], hits[last][2], decisions[-1])
         for counts, indices in plan.shown:
             # The tightest limit of each kind speaks for all of them.
             best = indices[0]
@@ -204,7 +203,7 @@ class LimitStage:
                 if decisions[index].remaining < decisions[best].remaining:
                     best = index
             _add_headers(headers, counts, checks[best], decisions[best])
-        return call, Admission(self, checks, costs, reserve)
+        return call, Admission(self, checks, hits, reserve)
 
     def _deny(
         self,

@@ -56,6 +56,8 @@ class Plan(NamedTuple):
     shown: tuple[tuple[Counts, tuple[int, ...]], ...]
     """The checks whose headers an answer carries, by what they count (requests, tokens): the
     tightest of each group is shown."""
+    parts: tuple[tuple[str, Rate, bool], ...]
+    """Per check, what a limiter hit needs: the key, the rate, whether it costs tokens."""
 
 
 def _plan(checks: tuple[Check, ...]) -> Plan:
@@ -65,7 +67,8 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
         if check.counts != "concurrency":
             groups.setdefault(check.counts, []).append(index)
     shown = tuple((counts, tuple(indices)) for counts, indices in groups.items())
-    return Plan(checks, tokens, any(tokens), shown)
+    parts = tuple((c.key, c.rate, is_tokens) for c, is_tokens in zip(checks, tokens, strict=True))
+    return Plan(checks, tokens, any(tokens), shown, parts)
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
