@@ -257,3 +257,13 @@ async def test_rows_of_a_key_deleted_before_the_write_are_kept_without_it(
     assert (writer.written, writer.queued) == (2, 0)
     rows = {r.group: r.requests for r in await SqlUsageStore(database).query(UsageQuery())}
     assert rows == {str(ci): 1, None: 1}
+
+
+async def test_a_model_name_longer_than_its_column_is_cut_not_refused(database: Database) -> None:
+    writer = UsageWriter(SqlUsageStore(database), max_queue=100, interval=60)
+    writer.record(record(DAY1, None, "m" * 400, "b"))  # a client may name any model at all
+    writer.record(record(DAY1, None, "llama3.2:latest", "b"))
+    await writer.flush()
+    assert (writer.written, writer.queued) == (2, 0)
+    models = {r.group: r.requests for r in await SqlUsageStore(database).query(UsageQuery(by="model"))}
+    assert models == {"m" * 255: 1, "llama3.2:latest": 1}

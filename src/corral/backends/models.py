@@ -21,14 +21,29 @@ _DEFAULT_REGISTRY = "registry.ollama.ai/"
 _DEFAULT_NAMESPACE = "library/"
 
 
-@functools.lru_cache(maxsize=1024)  # once per request on the hot path; few distinct names
+# Names longer than this are normalised every time instead of remembered: a client chooses the
+# name, and a thousand remembered megabyte-long names would be a gigabyte.
+_REMEMBERED_LENGTH = 256
+
+
 def normalize_model(name: str) -> str:
+    """Ollama's full form of a model name: ``llama3.2`` is ``llama3.2:latest``."""
+    if len(name) > _REMEMBERED_LENGTH:
+        return _normalize(name)
+    return _remembered(name)
+
+
+def _normalize(name: str) -> str:
     name = name.strip().lower()
     name = name.removeprefix(_DEFAULT_REGISTRY).removeprefix(_DEFAULT_NAMESPACE)
     last = name.rsplit("/", 1)[-1]
     if ":" not in last:
         name += ":latest"
     return name
+
+
+# Once per request on the hot path, and a fleet has few distinct names.
+_remembered = functools.lru_cache(maxsize=1024)(_normalize)
 
 
 @dataclass(slots=True)

@@ -72,8 +72,10 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
-# over (addresses are unbounded).
+# over (addresses are unbounded). Model names, which clients choose, are remembered only up to
+# a sane length.
 _MEMO_SIZE = 4096
+_MEMO_MODEL_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,10 @@ class LimitPolicy:
             if principal is None
             else (principal.label, principal.rpm, principal.tpm, principal.max_concurrency)
         )
+        if not self._key_model:
+            model = None  # no limit per model: the model changes nothing
+        elif model is not None and len(model) > _MEMO_MODEL_LENGTH:
+            return _plan(tuple(self._build(client_ip, principal, model)))  # not remembered
         memo_key = (client_ip, own, model)
         found = self._memo.get(memo_key)
         if found is None:

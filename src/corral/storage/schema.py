@@ -84,6 +84,9 @@ key_revision = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
 )
 
+# The longest model name a usage row keeps (a longer one is cut to this).
+MODEL_NAME_LENGTH = 255
+
 usage = sa.Table(
     "usage",
     metadata,
@@ -93,7 +96,7 @@ usage = sa.Table(
     sa.Column("key_id", sa.Integer, sa.ForeignKey("api_keys.id", ondelete="SET NULL"), index=True),
     sa.Column("client_ip", sa.String(64)),
     sa.Column("route", sa.String(128), nullable=False),
-    sa.Column("model", sa.String(255)),
+    sa.Column("model", sa.String(MODEL_NAME_LENGTH)),
     sa.Column("backend", sa.String(255)),
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("prompt_tokens", sa.Integer),

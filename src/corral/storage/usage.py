@@ -28,7 +28,7 @@ import sqlalchemy as sa
 
 from corral.errors import BadRequest
 from corral.storage.engine import Database
-from corral.storage.schema import api_keys, usage
+from corral.storage.schema import MODEL_NAME_LENGTH, api_keys, usage
 
 GroupBy = Literal["key", "model", "backend", "day"]
 GROUPS: tuple[str, ...] = get_args(GroupBy)
@@ -182,11 +182,14 @@ class SqlUsageStore:
         # second, this writer shares the event loop with the relay: its cost per row is the
         # relay's cost too.
         when = _sqlite_time if self.database.is_sqlite else _aware_time
+        # A model's name is the client's to choose: one longer than its column would fail the
+        # whole batch on PostgreSQL, again at every retry, so it is cut to fit.
         rows: list[tuple[object, ...]] = [
             (
-                when(r.ts), r.route, r.status, r.key_id, r.model, r.backend, r.request_id,
-                r.client_ip, r.prompt_tokens, r.completion_tokens, r.duration_ms, r.ttft_ms,
-                r.queue_ms, r.requests,
+                when(r.ts), r.route, r.status, r.key_id,
+                r.model[:MODEL_NAME_LENGTH] if r.model else r.model,
+                r.backend, r.request_id, r.client_ip, r.prompt_tokens, r.completion_tokens,
+                r.duration_ms, r.ttft_ms, r.queue_ms, r.requests,
             )
             for r in batch
         ]  # fmt: skip
