@@ -1,6 +1,6 @@
 """What limits cost per request, without HTTP: microseconds per check.
 
-    python -m bench.limits               # memory limiter, and Redis at TEST_REDIS_URL if it runs
+    python -m bench.limits               # memory limiter, and Redis at BENCH_REDIS_URL if it runs
 
 A check is one admission (a request limit and a token budget, per client address) and its
 settlement, in a loop: what the limits stage adds to each request. Limits off is the cost of
@@ -20,6 +20,7 @@ import time
 
 import orjson
 
+from bench.procs import redis_url
 from corral.context import Call
 from corral.http.limit_stage import LimitStage
 from corral.http.messages import Headers, Request
@@ -29,7 +30,6 @@ from corral.limits.redis import RedisLimiter
 from corral.observability.metrics import Metrics
 from corral.settings import LimitSettings, ScopeLimits
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 LIMITS = LimitSettings(ip=ScopeLimits(requests=10**9, tokens_per_minute=10**12))
 BODY = {"model": "llama3.2", "prompt": "Why is the sky blue?", "stream": False,
         "options": {"num_predict": 5}}  # fmt: skip
@@ -68,7 +68,7 @@ def limits_off(rounds: int) -> float:
 async def run(rounds: int) -> None:
     print(f"limits off:      {limits_off(rounds * 10):8.3f} us per request")
     print(f"memory limiter:  {await per_check(MemoryLimiter(), rounds):8.2f} us per check")
-    redis = RedisLimiter.from_url(REDIS_URL, prefix=f"corral-bench-{os.getpid()}:limits:")
+    redis = RedisLimiter.from_url(redis_url(), prefix=f"corral-bench-{os.getpid()}:limits:")
     try:
         print(f"redis limiter:   {await per_check(redis, rounds // 10):8.2f} us per check")
     except LimiterUnavailable as err:
