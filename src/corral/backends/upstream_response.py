@@ -88,12 +88,8 @@ class UpstreamResponse:
         than everything else corral does per chunk. Nothing waits: they all arrived at once."""
         batch = self._batch
         self._batch = None
-        sink = self._sink
-        if batch and sink is not None:
-            if len(batch) == 1:
-                sink.on_chunk(batch[0])
-            else:
-                sink.on_chunks(batch)
+        if batch and self._sink is not None:
+            _deliver(self._sink, batch)
 
     def _on_body(self, data: bytes) -> None:
         sink = self._sink
@@ -139,10 +135,8 @@ class UpstreamResponse:
         """Deliver what has arrived and everything after it to ``sink``, from callbacks."""
         self._sink = sink
         pending, self._pending = self._pending, []
-        if len(pending) == 1:
-            sink.on_chunk(pending[0])
-        elif pending:
-            sink.on_chunks(pending)
+        if pending:
+            _deliver(sink, pending)
         if self.complete:
             sink.on_complete()
         elif self._failure is not None:
@@ -189,3 +183,10 @@ class UpstreamResponse:
             self._sink = None
             self._batch = None
             self._conn._abort()
+
+
+def _deliver(sink: BodySink, chunks: list[bytes]) -> None:
+    if len(chunks) == 1:
+        sink.on_chunk(chunks[0])
+    else:
+        sink.on_chunks(chunks)

@@ -71,20 +71,19 @@ class ResponseWriter:
             return
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        head = self._head
-        if head:
-            self._head = b""
-            data = head + data
-        self._write_raw(data)
+        self._write_body(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
         """Several body chunks in one write, each framed as it would be alone."""
         if self._head_only:
             return
         if self._chunked:
-            data = b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks])
+            self._write_body(b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks]))
         else:
-            data = b"".join(chunks)
+            self._write_body(b"".join(chunks))
+
+    def _write_body(self, data: bytes) -> None:
+        """Framed body bytes, after the head when it is still held back."""
         head = self._head
         if head:
             self._head = b""

@@ -38,37 +38,35 @@ class Check:
     counts: Counts
     name: str
     label: str
-    limit_text: bytes = b""
-    """The limit as a header value."""
 
-    def __post_init__(self) -> None:
-        if not self.limit_text:
-            object.__setattr__(self, "limit_text", b"%d" % self.rate.limit)
+    @property
+    def limit_text(self) -> bytes:
+        """The limit as a header value."""
+        return b"%d" % self.rate.limit
 
 
 class Plan(NamedTuple):
     """The checks on one kind of request, with what admitting it needs to know of them."""
 
     checks: tuple[Check, ...]
-    tokens: tuple[bool, ...]
-    """Per check: whether it counts tokens (its cost is the request's token reservation)."""
     any_tokens: bool
+    """Whether some check counts tokens (then the request reserves tokens)."""
     shown: tuple[tuple[Counts, tuple[int, ...]], ...]
     """The checks whose headers an answer carries, by what they count (requests, tokens): the
     tightest of each group is shown."""
     parts: tuple[tuple[str, Rate, bool], ...]
-    """Per check, what a limiter hit needs: the key, the rate, whether it costs tokens."""
+    """Per check, what a limiter hit needs: the key, the rate, whether it costs the request's
+    token reservation (else one unit)."""
 
 
 def _plan(checks: tuple[Check, ...]) -> Plan:
-    tokens = tuple(check.counts == "tokens" for check in checks)
     groups: dict[Counts, list[int]] = {}
     for index, check in enumerate(checks):
         if check.counts != "concurrency":
             groups.setdefault(check.counts, []).append(index)
     shown = tuple((counts, tuple(indices)) for counts, indices in groups.items())
-    parts = tuple((c.key, c.rate, is_tokens) for c, is_tokens in zip(checks, tokens, strict=True))
-    return Plan(checks, tokens, any(tokens), shown, parts)
+    parts = tuple((c.key, c.rate, c.counts == "tokens") for c in checks)
+    return Plan(checks, any(tokens for _, _, tokens in parts), shown, parts)
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts

@@ -84,18 +84,23 @@ class UsageWriter:
             if len(queue) == self.batch_size:
                 self._wake.set()
             return
-        minute = int(record.ts // 60)
-        key = (minute, record.key_id, record.model, record.backend, record.route, record.status)
+        key = (int(record.ts // 60), record.key_id, record.model, record.backend,
+               record.route, record.status)  # fmt: skip
         row = self._minutes.get(key)
         if row is not None:
             row.add(record)
-        elif len(self._minutes) >= self.max_queue:
-            self.dropped += record.requests
         else:
-            # The row stands for the minute; a single request's details are not kept.
-            record.ts = minute * 60.0
-            record.request_id = record.client_ip = None
-            self._minutes[key] = record
+            self._start_row(key, record)
+
+    def _start_row(self, key: RowKey, record: UsageRecord) -> None:
+        """``record`` becomes the pending row of its minute, if the bound leaves room."""
+        if len(self._minutes) >= self.max_queue:
+            self.dropped += record.requests
+            return
+        # The row stands for the minute; a single request's details are not kept.
+        record.ts = key[0] * 60.0
+        record.request_id = record.client_ip = None
+        self._minutes[key] = record
 
     def count(
         self,
@@ -116,19 +121,26 @@ class UsageWriter:
         """:meth:`record` of one request, from its figures: per minute, a request that joins
         a pending row is added in place, without a record of its own (this runs for every
         request)."""
-        if not self.per_request:
-            row = self._minutes.get((int(ts // 60), key_id, model, backend, route, status))
-            if row is not None:
-                row.add_figures(
-                    1, prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms
+        if self.per_request:
+            self.record(
+                UsageRecord(
+                    ts, route, status, key_id, model, backend, request_id, client_ip,
+                    prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms,
                 )
-                return
-        self.record(
-            UsageRecord(
-                ts, route, status, key_id, model, backend, request_id, client_ip,
-                prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+            return
+        key = (int(ts // 60), key_id, model, backend, route, status)
+        row = self._minutes.get(key)
+        if row is not None:
+            row.add_figures(1, prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms)
+        else:
+            self._start_row(
+                key,
+                UsageRecord(
+                    ts, route, status, key_id, model, backend, None, None,
+                    prompt_tokens, completion_tokens, duration_ms, ttft_ms, queue_ms,
+                ),
+            )  # fmt: skip
 
     @property
     def queued(self) -> int:
