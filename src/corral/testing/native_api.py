@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from corral.http.messages import NDJSON_TYPE, Request, Response, StreamResponse
@@ -96,24 +97,16 @@ async def generate(state: SimState, request: Request) -> Response:
     )
     answer = plan(info.name, prompt, state.response_tokens)
     gen = runner.Generation(
-        state,
-        request.path,
-        model,
-        info,
-        answer,
-        stream=stream,
-        keep_alive=keep_alive,
-        num_ctx=num_ctx,
-        faults=stream_faults(request),
+        state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
+        num_ctx=num_ctx, faults=stream_faults(request),
+    )  # fmt: skip
+    return await _answer(
+        gen,
+        lambda: GenerateEncoder(model, state.clock, context=not raw, top=top),
+        lambda timings: generate_result(
+            model, state.clock.rfc3339(), answer, timings, context=not raw, top=top
+        ),
     )
-    if stream:
-        encoder = GenerateEncoder(model, state.clock, context=not raw, top=top)
-        return StreamResponse(200, runner.stream(gen, encoder), list(NDJSON_HEADERS))
-    timings = await runner.complete(gen)
-    result = generate_result(
-        model, state.clock.rfc3339(), answer, timings, context=not raw, top=top
-    )
-    return Response.json(200, result)
 
 
 async def chat(state: SimState, request: Request) -> Response:
@@ -153,21 +146,25 @@ async def chat(state: SimState, request: Request) -> Response:
     )
     answer = plan(info.name, prompt, state.response_tokens)
     gen = runner.Generation(
-        state,
-        request.path,
-        model,
-        info,
-        answer,
-        stream=stream,
-        keep_alive=keep_alive,
-        num_ctx=num_ctx,
-        faults=stream_faults(request),
+        state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
+        num_ctx=num_ctx, faults=stream_faults(request),
+    )  # fmt: skip
+    return await _answer(
+        gen,
+        lambda: ChatEncoder(model, state.clock, top=top),
+        lambda timings: chat_result(model, state.clock.rfc3339(), answer, timings, top=top),
     )
-    if stream:
-        encoder = ChatEncoder(model, state.clock, top=top)
-        return StreamResponse(200, runner.stream(gen, encoder), list(NDJSON_HEADERS))
-    timings = await runner.complete(gen)
-    return Response.json(200, chat_result(model, state.clock.rfc3339(), answer, timings, top=top))
+
+
+async def _answer(
+    gen: runner.Generation,
+    encoder: Callable[[], runner.Encoder],
+    result: Callable[[Timings], dict[str, Any]],
+) -> Response:
+    """A generation as NDJSON lines while it runs, or as one object once it is done."""
+    if gen.stream:
+        return StreamResponse(200, runner.stream(gen, encoder()), list(NDJSON_HEADERS))
+    return Response.json(200, result(await runner.complete(gen)))
 
 
 async def _load_or_unload(

@@ -74,22 +74,40 @@ def error_line(message: str) -> bytes:
     return _dumps({"error": message}) + b"\n"
 
 
-class GenerateEncoder:
-    """``/api/generate`` as NDJSON lines."""
+class _Lines:
+    """What the native encoders share: each line opens with the model and the time."""
 
-    __slots__ = ("_clock", "_context", "_head", "_model", "_top")
+    __slots__ = ("_clock", "_head", "_model", "_top")
 
-    def __init__(
-        self, model: str, clock: WallClock, *, context: bool = True, top: int | None = None
-    ) -> None:
+    def __init__(self, model: str, clock: WallClock, top: int | None) -> None:
         self._model = model
         self._clock = clock
-        self._context = context
         self._top = top
+        # The start of a content line, written out by hand: the hot loop of a stream.
         self._head = b'{"model":' + _dumps(model) + b',"created_at":"'
 
     def opening(self) -> list[bytes]:
         return []
+
+    def error(self, message: str) -> bytes:
+        return error_line(message)
+
+    def _line(self, fields: dict[str, Any]) -> bytes:
+        head = {"model": self._model, "created_at": self._clock.rfc3339()}
+        head.update(fields)
+        return _dumps(head) + b"\n"
+
+
+class GenerateEncoder(_Lines):
+    """``/api/generate`` as NDJSON lines."""
+
+    __slots__ = ("_context",)
+
+    def __init__(
+        self, model: str, clock: WallClock, *, context: bool = True, top: int | None = None
+    ) -> None:
+        super().__init__(model, clock, top)
+        self._context = context
 
     def content(self, text: str) -> bytes:
         if self._top is not None:
@@ -119,28 +137,14 @@ class GenerateEncoder:
         final.update(timings.fields(plan.prompt_eval_count, plan.eval_count))
         return [self._line(final)]
 
-    def error(self, message: str) -> bytes:
-        return error_line(message)
 
-    def _line(self, fields: dict[str, Any]) -> bytes:
-        head = {"model": self._model, "created_at": self._clock.rfc3339()}
-        head.update(fields)
-        return _dumps(head) + b"\n"
-
-
-class ChatEncoder:
+class ChatEncoder(_Lines):
     """``/api/chat`` as NDJSON lines."""
 
-    __slots__ = ("_clock", "_head", "_model", "_top")
+    __slots__ = ()
 
     def __init__(self, model: str, clock: WallClock, *, top: int | None = None) -> None:
-        self._model = model
-        self._clock = clock
-        self._top = top
-        self._head = b'{"model":' + _dumps(model) + b',"created_at":"'
-
-    def opening(self) -> list[bytes]:
-        return []
+        super().__init__(model, clock, top)
 
     def content(self, text: str) -> bytes:
         if self._top is not None:
@@ -174,11 +178,3 @@ class ChatEncoder:
         }
         final.update(timings.fields(plan.prompt_eval_count, plan.eval_count))
         return [self._line(final)]
-
-    def error(self, message: str) -> bytes:
-        return error_line(message)
-
-    def _line(self, fields: dict[str, Any]) -> bytes:
-        head = {"model": self._model, "created_at": self._clock.rfc3339()}
-        head.update(fields)
-        return _dumps(head) + b"\n"

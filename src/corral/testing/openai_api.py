@@ -12,13 +12,14 @@ Example::
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
 from corral.http.messages import Request, Response, StreamResponse
 from corral.testing import runner
 from corral.testing.embeddings import to_base64
-from corral.testing.generation import Prompt, count_words, plan
+from corral.testing.generation import Plan, Prompt, count_words, plan
 from corral.testing.models import ModelInfo
 from corral.testing.native_api import embed_vectors, find_model, stream_faults
 from corral.testing.openai_wire import (
@@ -124,17 +125,9 @@ async def chat_completions(state: SimState, request: Request) -> Response:
     prompt = chat_prompt(body)  # Ollama's compatibility layer checks messages first
     info = find_model(state, model, "completion", "chat")
     answer = plan(info.name, prompt, state.response_tokens)
-    stream = get_bool(body, "stream", False)
-    gen = runner.Generation(
-        state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
+    return await _completion(
+        state, request, body, model, info, answer, "chatcmpl", ChatChunkEncoder, chat_completion
     )
-    id_, created = _ids("chatcmpl", state)
-    if stream:
-        usage = get_bool(get_dict(body, "stream_options"), "include_usage", False)
-        encoder = ChatChunkEncoder(id_, created, model, include_usage=usage)
-        return StreamResponse(200, runner.stream(gen, encoder), list(SSE_HEADERS))
-    await runner.complete(gen)
-    return Response.json(200, chat_completion(id_, created, model, answer))
 
 
 async def completions(state: SimState, request: Request) -> Response:
@@ -153,17 +146,34 @@ async def completions(state: SimState, request: Request) -> Response:
         get_int(body, "max_tokens"),
     )
     answer = plan(info.name, prompt, state.response_tokens)
+    return await _completion(
+        state, request, body, model, info, answer, "cmpl", CompletionChunkEncoder, text_completion
+    )
+
+
+async def _completion(
+    state: SimState,
+    request: Request,
+    body: dict[str, Any],
+    model: str,
+    info: ModelInfo,
+    answer: Plan,
+    id_prefix: str,
+    encoder: Callable[..., runner.Encoder],
+    result: Callable[[str, int, str, Plan], dict[str, Any]],
+) -> Response:
+    """A completion as server-sent chunks while it runs, or as one object once it is done."""
     stream = get_bool(body, "stream", False)
     gen = runner.Generation(
         state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)
     )
-    id_, created = _ids("cmpl", state)
+    id_, created = _ids(id_prefix, state)
     if stream:
         usage = get_bool(get_dict(body, "stream_options"), "include_usage", False)
-        encoder = CompletionChunkEncoder(id_, created, model, include_usage=usage)
-        return StreamResponse(200, runner.stream(gen, encoder), list(SSE_HEADERS))
+        chunks = encoder(id_, created, model, include_usage=usage)
+        return StreamResponse(200, runner.stream(gen, chunks), list(SSE_HEADERS))
     await runner.complete(gen)
-    return Response.json(200, text_completion(id_, created, model, answer))
+    return Response.json(200, result(id_, created, model, answer))
 
 
 async def embeddings(state: SimState, request: Request) -> Response:
