@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -17,7 +16,7 @@ from corral.auth.keyformat import key_digest
 from corral.cli.main import main
 from corral.storage.engine import Database
 from corral.storage.keys import SqlKeyStore
-from tests.clitools import clear_corral_environment, corral_on
+from tests.clitools import clear_corral_environment, corral_on, read_database
 
 KEY = re.compile(r"corral_[A-Za-z0-9_-]{43}")
 
@@ -36,15 +35,10 @@ corral = corral_on
 
 
 def stored_digests(db: str) -> list[bytes]:
-    async def read() -> list[bytes]:
-        database = Database(db)
-        await database.start()
-        try:
-            return [r.digest for r in await SqlKeyStore(database).list()]
-        finally:
-            await database.aclose()
+    async def read(database: Database) -> list[bytes]:
+        return [r.digest for r in await SqlKeyStore(database).list()]
 
-    return asyncio.run(read())
+    return read_database(db, read)
 
 
 def test_create_prints_the_key_once_and_stores_its_digest(db: str) -> None:

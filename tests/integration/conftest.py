@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from corral.testing.simulator import Simulator
+from tests.stores.backing import redis_space
+
+__all__ = ["redis_space", "start_sim"]
 
 StartSim = Callable[..., Awaitable[Simulator]]
 

@@ -7,42 +7,19 @@ deleted after it. Without Redis the sharing test is skipped, or fails under ``CI
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator
 
 import httpx
-import pytest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from corral.testing.simulator import Simulator
 from tests.harness import running_corral
 from tests.integration.test_cache_gateway import CHAT, TIMEOUT, eventually
-from tests.stores.backing import CONNECT_TIMEOUT, REDIS_URL, unavailable
-
-
-@pytest.fixture
-async def redis_prefix() -> AsyncIterator[str]:
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT)
-    try:
-        await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
-    except (RedisError, OSError, TimeoutError) as exc:
-        await client.aclose()
-        unavailable(f"Redis at {REDIS_URL}", type(exc).__name__)
-    prefix = f"corral-test-{secrets.token_hex(6)}:"
-    try:
-        yield prefix
-    finally:
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+from tests.stores.backing import RedisSpace
 
 
 async def test_instances_sharing_redis_share_the_cache(
-    sim: Simulator, redis_prefix: str
+    sim: Simulator, redis_space: RedisSpace
 ) -> None:
-    shared = {"redis_url": REDIS_URL, "redis_prefix": redis_prefix}
+    shared = {"redis_url": redis_space.url, "redis_prefix": redis_space.prefix}
     body = {**CHAT, "stream": False}
     async with running_corral([sim.url], **shared) as (one, _), running_corral([sim.url], **shared) as (two, _):
         async with httpx.AsyncClient(timeout=TIMEOUT) as client:

@@ -8,20 +8,17 @@ running its tests skip, except under ``CI=true``, where they fail.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from corral.limits.memory import MemoryLimiter
 from corral.limits.rate import Limiter
 from corral.limits.redis import RedisLimiter
 from tests.integration.conftest import sim, start_sim
-from tests.stores.backing import CONNECT_TIMEOUT, REDIS_URL, redis_space, unavailable
+from tests.stores.backing import REDIS_URL, redis_prefix, redis_space
 
 __all__ = ["redis_space", "sim", "start_sim"]
 
@@ -72,19 +69,9 @@ async def timed(request: pytest.FixtureRequest) -> AsyncIterator[Timed]:
         yield Timed(limiter, clock=clock)
         await limiter.aclose()
         return
-    client = Redis.from_url(REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT)
-    try:
-        await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
-    except (RedisError, OSError, TimeoutError) as exc:
-        await client.aclose()
-        unavailable(f"Redis at {REDIS_URL}", type(exc).__name__)
-    prefix = f"corral-test-{secrets.token_hex(6)}:"
-    redis_limiter = RedisLimiter.from_url(REDIS_URL, prefix=prefix)
-    try:
-        yield Timed(redis_limiter, client=client, prefix=prefix)
-    finally:
-        await redis_limiter.aclose()
-        keys = [key async for key in client.scan_iter(match=prefix + "*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with redis_prefix() as (client, prefix):
+        redis_limiter = RedisLimiter.from_url(REDIS_URL, prefix=prefix)
+        try:
+            yield Timed(redis_limiter, client=client, prefix=prefix)
+        finally:
+            await redis_limiter.aclose()

@@ -15,6 +15,7 @@ import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
@@ -102,8 +103,10 @@ class RedisSpace:
         self.prefix = prefix
 
 
-@pytest.fixture
-async def redis_space() -> AsyncIterator[RedisSpace]:
+@asynccontextmanager
+async def redis_prefix() -> AsyncIterator[tuple[Redis, str]]:
+    """A client of the test Redis and a key prefix of the test's own, whose keys are deleted
+    on the way out; the test is skipped (failed under ``CI=true``) when Redis does not answer."""
     client = Redis.from_url(REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT)
     try:
         await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
@@ -112,9 +115,15 @@ async def redis_space() -> AsyncIterator[RedisSpace]:
         unavailable(f"Redis at {REDIS_URL}", type(exc).__name__)
     prefix = f"corral-test-{secrets.token_hex(6)}:"
     try:
-        yield RedisSpace(REDIS_URL, prefix)
+        yield client, prefix
     finally:
         keys = [key async for key in client.scan_iter(match=prefix + "*")]
         if keys:
             await client.delete(*keys)
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_space() -> AsyncIterator[RedisSpace]:
+    async with redis_prefix() as (_, prefix):
+        yield RedisSpace(REDIS_URL, prefix)

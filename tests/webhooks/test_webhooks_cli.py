@@ -3,7 +3,6 @@ database; a key made from the command line owes its webhooks a delivery."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ from click.testing import CliRunner
 from corral.cli.main import main
 from corral.storage.engine import Database
 from corral.storage.outbox import OutboxItem, SqlOutbox
-from tests.clitools import clear_corral_environment, corral_on
+from tests.clitools import clear_corral_environment, corral_on, read_database
 
 SECRET = re.compile(r"whsec_[A-Za-z0-9_-]{43}")
 KEY = re.compile(r"corral_[A-Za-z0-9_-]{43}")
@@ -34,15 +33,10 @@ corral = corral_on
 
 
 def outbox(db: str) -> list[OutboxItem]:
-    async def read() -> list[OutboxItem]:
-        database = Database(db)
-        await database.start()
-        try:
-            return await SqlOutbox(database).list()
-        finally:
-            await database.aclose()
+    async def read(database: Database) -> list[OutboxItem]:
+        return await SqlOutbox(database).list()
 
-    return asyncio.run(read())
+    return read_database(db, read)
 
 
 def test_add_prints_the_secret_alone_and_list_never_shows_it(db: str) -> None:
