@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from corral.auth.principal import Principal
 from corral.storage.keys import KeyRecord, KeyStore
+from corral.tasks import cancel
 
 log = logging.getLogger("corral.auth")
 
@@ -100,8 +101,5 @@ class KeyRing:
                 log.warning("cannot refresh API keys: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None

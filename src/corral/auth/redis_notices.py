@@ -18,6 +18,8 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from corral.tasks import cancel
+
 log = logging.getLogger("corral.auth")
 
 _MESSAGE = b"changed"
@@ -67,9 +69,6 @@ class RedisNotices:
             log.warning("cannot publish a key notice to Redis: %s", type(exc).__name__)
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self._redis.aclose()

@@ -15,7 +15,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from corral.backends.backend import Backend, BackendSpec
 from corral.backends.health import HealthChecker
+from corral.tasks import cancel
 
 log = logging.getLogger("corral.backends")
 
@@ -135,9 +135,6 @@ class Fleet:
 
     async def aclose(self) -> None:
         await self.checker.aclose()
-        for task in list(self._tasks):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*self._tasks)
         for backend in self.backends:
             await backend.aclose()

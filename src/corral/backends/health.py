@@ -14,10 +14,10 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 
 from corral.backends.backend import Backend
+from corral.tasks import cancel
 
 
 class HealthChecker:
@@ -62,8 +62,4 @@ class HealthChecker:
     async def aclose(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks = {}
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel(*tasks)

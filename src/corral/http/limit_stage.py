@@ -23,7 +23,6 @@ a background task refreshes from Redis every few seconds, so a scrape never wait
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -36,6 +35,7 @@ from corral.errors import RateLimited, Unavailable
 from corral.limits.memory import MemoryLimiter
 from corral.limits.policy import Check, LimitPolicy
 from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable
+from corral.tasks import cancel
 
 if TYPE_CHECKING:
     from corral.auth.keyring import KeyEntry, KeyRing
@@ -335,11 +335,8 @@ class LimitStage:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-            self._refresher = None
+        await cancel(self._refresher)
+        self._refresher = None
         await self.drain()
         await self._limiter.aclose()
 

@@ -20,6 +20,8 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from corral.tasks import cancel
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -160,9 +162,6 @@ class AccessLog:
                 stream.flush()
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         self.flush()

@@ -40,6 +40,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from corral.storage.outbox import OutboxItem, Owed, SqlOutbox
 from corral.storage.webhooks import SqlWebhookStore, WebhookRecord
+from corral.tasks import cancel
 
 if TYPE_CHECKING:
     import httpx
@@ -285,9 +286,7 @@ class Webhooks:
             # stays claimed until its hold runs out, then is made again (at least once).
             done, _ = await asyncio.wait({task}, timeout=SHUTDOWN_GRACE)
             if not done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel(task)
         try:
             await self.pump()
         except (SQLAlchemyError, OSError) as exc:
