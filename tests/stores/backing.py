@@ -24,6 +24,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.engine import make_url
 
+from corral.storage.engine import Database
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CONNECT_TIMEOUT = 3.0
@@ -127,3 +129,14 @@ async def redis_prefix() -> AsyncIterator[tuple[Redis, str]]:
 async def redis_space() -> AsyncIterator[RedisSpace]:
     async with redis_prefix() as (_, prefix):
         yield RedisSpace(REDIS_URL, prefix)
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The database at ``database_url``, migrated and open for the test."""
+    db = Database(database_url)
+    await db.start()
+    try:
+        yield db
+    finally:
+        await db.aclose()

@@ -1,3 +1,3 @@
-from tests.stores.backing import database_url, postgres_url, redis_space
+from tests.stores.backing import database, database_url, postgres_url, redis_space
 
-__all__ = ["database_url", "postgres_url", "redis_space"]
+__all__ = ["database", "database_url", "postgres_url", "redis_space"]

@@ -9,17 +9,14 @@ the Redis half is skipped, or fails under ``CI=true``.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from corral.cache.memory import MemoryCache
 from corral.cache.redis_store import RedisCache
 from corral.cache.store import Cache, CacheUnavailable
-from tests.stores.backing import CONNECT_TIMEOUT, REDIS_URL, unavailable
+from tests.stores.backing import REDIS_URL, redis_prefix
 
 
 class Backing:
@@ -60,33 +57,21 @@ async def backing(request: pytest.FixtureRequest) -> AsyncIterator[Backing]:
 
         yield Backing(lambda _: MemoryCache(1 << 20, clock=clock), advance, closers)
     else:
-        client = Redis.from_url(REDIS_URL, socket_connect_timeout=CONNECT_TIMEOUT)
-        try:
-            await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
-        except (RedisError, OSError, TimeoutError) as exc:
-            await client.aclose()
-            unavailable(f"Redis at {REDIS_URL}", type(exc).__name__)
-        prefix = f"corral-test-{secrets.token_hex(6)}:"
+        async with redis_prefix() as (client, prefix):
 
-        async def shorten(seconds: float) -> None:
-            async for name in client.scan_iter(match=prefix + "*"):
-                left = await client.pttl(name)
-                if left > 0:
-                    if left - seconds * 1000 <= 0:
-                        await client.delete(name)
-                    else:
-                        await client.pexpire(name, int(left - seconds * 1000))
+            async def shorten(seconds: float) -> None:
+                async for name in client.scan_iter(match=prefix + "*"):
+                    left = await client.pttl(name)
+                    if left > 0:
+                        if left - seconds * 1000 <= 0:
+                            await client.delete(name)
+                        else:
+                            await client.pexpire(name, int(left - seconds * 1000))
 
-        def make(namespace: str) -> Cache:
-            return RedisCache.from_url(REDIS_URL, prefix=f"{prefix}{namespace}:")
+            def make(namespace: str) -> Cache:
+                return RedisCache.from_url(REDIS_URL, prefix=f"{prefix}{namespace}:")
 
-        try:
             yield Backing(make, shorten, closers)
-        finally:
-            keys = [key async for key in client.scan_iter(match=prefix + "*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
     for store in closers:
         await store.aclose()
 

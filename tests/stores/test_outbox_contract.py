@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,16 +21,6 @@ from corral.storage.webhooks import (
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 PAYLOAD = {"event": "key.created", "data": {"key": {"id": 1, "name": "ci"}}}
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.aclose()
 
 
 async def test_a_webhook_keeps_its_events_and_never_shows_its_secret(database: Database) -> None:

@@ -5,7 +5,6 @@ key, model, backend and day."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -26,16 +25,6 @@ from corral.storage.usage import (
 
 DAY1 = datetime(2026, 11, 20, 23, 30, tzinfo=UTC)
 DAY2 = datetime(2026, 11, 21, 0, 30, tzinfo=UTC)
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = Database(database_url)
-    await db.start()
-    try:
-        yield db
-    finally:
-        await db.aclose()
 
 
 async def make_key(database: Database, name: str) -> int:
