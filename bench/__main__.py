@@ -11,16 +11,20 @@ What is measured (each scenario starts its own simulator and corral):
     ``wrk`` with a Lua script for the POST body (the simulator answers at once, so the servers'
     request handling is all there is). Without ``wrk`` the Python client of ``bench/loadgen.py``
     runs instead, and the report says so: it costs more per request, so rates are lower.
-    In the same rounds and by the same client, other corrals in front of the same simulator
-    (``bench/variants.py``), each compared with the default corral round by round:
+    In the same rounds and by the same client, variants of corral in front of the same
+    simulator (``bench/variants.py``), each compared with the default corral round by round:
     - limits on, in memory (a request limit and a token budget per client address, far above
       what the load reaches): target at least x0.90 of the req/s with limits off;
     - the same limits in Redis (at ``BENCH_REDIS_URL``, default ``redis://127.0.0.1:6379/0``):
       no target, the ratio and corral's CPU time per request report the cost. Without a Redis
       that answers, the row says "not measured"; ``--smoke`` leaves it out;
-    - recording on (the default) against ``BENCH_RECORDING=off`` (no access log line, usage
-      record or request metric): target at least x0.90, i.e. they cost at most 10% of throughput.
-    Such a row names its baseline corral, whose figure stands in the direct column.
+    - recording on (the default) against recording off (no access log line, usage record or
+      request metric): target at least x0.90, i.e. they cost at most 10% of throughput;
+    - in the full run, a second default corral: how far two processes of the same code differ.
+    Limits in memory and recording off are the default corral's own process, switched by a
+    signal for their measurement (``bench/run_corral.py``); the Redis variant and the second
+    corral are processes of their own. Such a row names its baseline corral, whose figure
+    stands in the direct column.
 (b) 500 concurrent streams of 100 tokens each (``stream: true``, ``options.num_predict``),
     started evenly over one second at 20 tokens/s per stream: what corral adds to the time to
     first token and to the gaps between chunks (p50 and p99, corral minus direct), and corral's
