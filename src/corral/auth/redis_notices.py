@@ -57,8 +57,7 @@ class RedisNotices:
                 log.warning("key notices from Redis interrupted: %s", type(exc).__name__)
             finally:
                 with contextlib.suppress(RedisError, OSError):
-                    # redis-py leaves PubSub.aclose without annotations.
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
             await asyncio.sleep(RETRY_SECONDS)
 
     async def publish(self) -> None:
