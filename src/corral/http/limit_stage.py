@@ -26,14 +26,14 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 
 from corral.errors import RateLimited, Unavailable
 from corral.limits.memory import MemoryLimiter
-from corral.limits.policy import Check, LimitPolicy
+from corral.limits.policy import HEADER_NAMES, Check, LimitPolicy, Plan
 from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable
 from corral.tasks import cancel
 
@@ -60,6 +60,7 @@ _LENGTH_FIELD = {
 _WARN_EVERY = 10.0
 # Seconds between two reads of the per-key counts from a shared limiter, for metrics.
 _USE_EVERY = 5.0
+_ceil = math.ceil
 
 
 def _usable(entry: KeyEntry, now: float) -> bool:
@@ -103,29 +104,33 @@ def prompt_estimate(call: Call) -> int:
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
-    __slots__ = ("_checks", "_hits", "_stage", "reserved")
+    __slots__ = ("_plan", "_stage", "reserved")
 
-    def __init__(
-        self, stage: LimitStage, checks: Sequence[Check], hits: list[Hit], reserved: int
-    ) -> None:
+    def __init__(self, stage: LimitStage, plan: Plan | None, reserved: int) -> None:
         self._stage = stage
-        self._checks = checks
-        self._hits = hits
+        self._plan = plan  # None: nothing was taken (the limiter was down, failing open)
         self.reserved = reserved
 
     def end(self, used_tokens: int | None) -> None:
         """Settle: token budgets keep ``used_tokens`` (0 for a cached answer or a failure
         before any backend answered; ``None`` keeps the whole reservation), concurrency slots
-        are given back. Runs in the background; never raises."""
-        refunds = []
-        for check, (_, _, cost) in zip(self._checks, self._hits, strict=True):
-            if check.counts == "tokens":
-                if used_tokens is not None and used_tokens != cost:
-                    refunds.append((check, cost - used_tokens))
-            elif check.counts == "concurrency":
-                refunds.append((check, cost))
-        self._checks = ()
-        self._hits = []
+        are given back. Once only; never raises."""
+        plan = self._plan
+        if plan is None:
+            return
+        self._plan = None
+        unused = 0 if used_tokens is None else self.reserved - used_tokens
+        inline = self._stage.inline
+        if inline is not None:
+            for check in plan.held:
+                inline.refund_now(check.key, check.rate, 1)
+            if unused:
+                for check in plan.reserved:
+                    inline.refund_now(check.key, check.rate, unused)
+            return
+        refunds = [(check, 1) for check in plan.held]
+        if unused:
+            refunds += [(check, unused) for check in plan.reserved]
         if refunds:
             self._stage.settle(refunds)
 
@@ -158,7 +163,7 @@ class LimitStage:
     def limiter(self, limiter: Limiter) -> None:
         self._limiter = limiter
         # In-process counts need no await: checked and settled inline, with no task per request.
-        self._inline = limiter if isinstance(limiter, MemoryLimiter) else None
+        self.inline = limiter if isinstance(limiter, MemoryLimiter) else None
 
     def configure(self, settings: LimitSettings) -> None:
         self.policy = LimitPolicy(settings)
@@ -173,37 +178,103 @@ class LimitStage:
         """Take what ``call`` needs from every limit, or raise ``RateLimited`` (429).
 
         Adds the ``X-RateLimit-*`` headers to ``headers`` either way."""
-        state = request.state
-        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
-        checks = plan.checks
-        reserve = 0
-        if plan.any_tokens:
-            length = asked_length(call)
-            if length is None and call.endpoint in _LENGTH_FIELD:
-                length = self.policy.max_tokens
-                call = with_length(call, length)
-                request.body = call.body
-            reserve = prompt_estimate(call) + (length or 0)
+        if self.inline is not None:
+            return self.admit_now(call, request, headers)
+        plan, call, reserve = self._plan(call, request)
         hits: list[Hit] = [(key, rate, reserve if tok else 1) for key, rate, tok in plan.parts]
         try:
-            if self._inline is not None:
-                decisions = self._inline.hit_many_now(hits)
-            else:
-                decisions = await self._limiter.hit_many(hits)
+            decisions = await self._limiter.hit_many(hits)
         except LimiterUnavailable as err:
             self._store_failed(err)
-            return call, Admission(self, (), [], reserve)  # open: let through, nothing counted
-        if decisions and not decisions[-1].allowed:
-            last = len(decisions) - 1
-            self._deny(call, request, headers, checks[last], hits[last][2], decisions[-1])
-        for counts, indices in plan.shown:
-            # The tightest limit of each kind speaks for all of them.
+            return call, Admission(self, None, reserve)  # open: let through, nothing counted
+        return call, self._admitted(call, request, headers, plan, reserve, decisions)
+
+    def admit_now(
+        self, call: Call, request: Request, headers: HeaderList
+    ) -> tuple[Call, Admission]:
+        """:meth:`admit` without suspending, for the limiter in memory (``inline``).
+
+        The hot path of every limited request, so written out in one place: here a function
+        call costs about as much as the work it would wrap."""
+        inline = self.inline
+        assert inline is not None
+        state = request.state
+        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
+        reserve = 0
+        if plan.any_tokens:
+            call, reserve = self._reservation(call, request)
+        decisions = inline.take(plan.parts, reserve, plan.distinct)
+        if not decisions[-1][0]:
+            self._denied(call, request, headers, plan, reserve, decisions)
+        checks = plan.checks
+        for names, indices in plan.shown:
             best = indices[0]
-            for index in indices[1:]:
-                if decisions[index].remaining < decisions[best].remaining:
-                    best = index
-            _add_headers(headers, counts, checks[best], decisions[best])
-        return call, Admission(self, checks, hits, reserve)
+            if len(indices) > 1:
+                best = min(indices, key=lambda index: decisions[index][1])
+            decision = decisions[best]
+            headers += (
+                (names[0], checks[best].limit_text),
+                (names[1], b"%d" % decision[1]),
+                (names[2], b"%d" % _ceil(decision[2])),
+            )
+        return call, Admission(self, plan, reserve)
+
+    def _reservation(self, call: Call, request: Request) -> tuple[Call, int]:
+        """The tokens ``call`` reserves, and the call, with a length limit set when it named
+        none (the request's body too)."""
+        length = asked_length(call)
+        if length is None and call.endpoint in _LENGTH_FIELD:
+            length = self.policy.max_tokens
+            call = with_length(call, length)
+            request.body = call.body
+        return call, prompt_estimate(call) + (length or 0)
+
+    def _plan(self, call: Call, request: Request) -> tuple[Plan, Call, int]:
+        """The checks on ``call``, the call (see :meth:`_reservation`), the tokens it reserves."""
+        state = request.state
+        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
+        if not plan.any_tokens:
+            return plan, call, 0
+        call, reserve = self._reservation(call, request)
+        return plan, call, reserve
+
+    def _admitted(
+        self,
+        call: Call,
+        request: Request,
+        headers: HeaderList,
+        plan: Plan,
+        reserve: int,
+        decisions: list[Decision],
+    ) -> Admission:
+        """The admission the ``decisions`` on ``plan`` make, with their headers; or 429."""
+        if decisions and not decisions[-1].allowed:
+            self._denied(call, request, headers, plan, reserve, decisions)
+        checks = plan.checks
+        for names, indices in plan.shown:
+            # The tightest limit of each kind speaks for all of them.
+            best = min(indices, key=lambda index: decisions[index].remaining)
+            decision = decisions[best]
+            headers += (
+                (names[0], checks[best].limit_text),
+                (names[1], b"%d" % decision.remaining),
+                (names[2], b"%d" % _ceil(decision.reset_after)),
+            )
+        return Admission(self, plan, reserve)
+
+    def _denied(
+        self,
+        call: Call,
+        request: Request,
+        headers: HeaderList,
+        plan: Plan,
+        reserve: int,
+        decisions: list[Decision],
+    ) -> NoReturn:
+        """429 for the last of ``decisions``, a denial."""
+        last = len(decisions) - 1
+        cost = reserve if plan.parts[last][2] else 1
+        self._deny(call, request, headers, plan.checks[last], cost, decisions[last])
 
     def _deny(
         self,
@@ -229,7 +300,13 @@ class LimitStage:
                     "model": call.model,
                 },
             )
-        _add_headers(headers, check.counts, check, decision)
+        names = HEADER_NAMES.get(check.counts)
+        if names is not None:
+            headers += (
+                (names[0], check.limit_text),
+                (names[1], b"%d" % decision.remaining),
+                (names[2], b"%d" % _ceil(decision.reset_after)),
+            )
         if cost > check.rate.limit:
             message = f"request needs about {cost} tokens, more than {check.name}"
         else:
@@ -257,7 +334,7 @@ class LimitStage:
         background refresh keeps is returned, and the refresh starts with the first scrape."""
         if self._keyring is None:
             return []
-        inline = self._inline
+        inline = self.inline
         if inline is not None:
             rows = self._key_rows()
             return [(label, c.label, inline.usage_now(c.key), c.rate.limit) for label, c in rows]
@@ -308,7 +385,7 @@ class LimitStage:
 
     def settle(self, refunds: list[tuple[Check, int]]) -> None:
         """Give ``refunds`` back: inline in memory, in an owned task otherwise."""
-        inline = self._inline
+        inline = self.inline
         if inline is None:
             self.spawn(self.give_back(refunds))
             return
@@ -339,25 +416,3 @@ class LimitStage:
         self._refresher = None
         await self.drain()
         await self._limiter.aclose()
-
-
-_HEADER_NAMES = {
-    "requests": (b"X-RateLimit-Limit", b"X-RateLimit-Remaining", b"X-RateLimit-Reset"),
-    "tokens": (
-        b"X-RateLimit-Limit-Tokens",
-        b"X-RateLimit-Remaining-Tokens",
-        b"X-RateLimit-Reset-Tokens",
-    ),
-}
-
-
-def _add_headers(headers: HeaderList, counts: str, check: Check, decision: Decision) -> None:
-    """A limit's headers (of the tightest request limit, or token budget): the limit, units
-    left, seconds to its reset."""
-    names = _HEADER_NAMES.get(counts)
-    if names is not None:
-        headers += (
-            (names[0], check.limit_text),
-            (names[1], b"%d" % decision.remaining),
-            (names[2], b"%d" % math.ceil(decision.reset_after)),
-        )

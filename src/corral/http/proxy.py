@@ -160,7 +160,10 @@ class Gateway:
         state = request.state
         if not limits.applies(state.get("principal")):
             return await self._forward(call, request, extra)
-        call, admission = await limits.admit(call, request, extra)
+        if limits.inline is not None:
+            call, admission = limits.admit_now(call, request, extra)
+        else:
+            call, admission = await limits.admit(call, request, extra)
         forwarded = False
         try:
             response = await self._forward(call, request, extra)

@@ -54,8 +54,8 @@ class ResponseWriter:
             self._keep_alive = False
         self._chunked = chunked and not self._head_only
         parts = [status_line(status)]
-        for name, value in headers:
-            parts.append(name + b": " + value + b"\r\n")
+        if headers:
+            parts.append(b"\r\n".join([b": ".join(header) for header in headers]) + b"\r\n")
         if chunked:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if not self._keep_alive:

@@ -20,6 +20,7 @@ from corral.limits.rate import Decision, Hit, Rate
 # Hits between two sweeps of expired counts: often enough to bound memory by the keys seen in
 # about one window, rarely enough to cost nothing per hit.
 _SWEEP_EVERY = 4096
+_tuple_new = tuple.__new__
 
 
 class MemoryLimiter:
@@ -94,6 +95,9 @@ class MemoryLimiter:
         self._hits += len(hits)
         if self._hits % _SWEEP_EVERY < len(hits):
             self._sweep(now)
+        return self._hit_in_turn(hits, now)
+
+    def _hit_in_turn(self, hits: Sequence[Hit], now: float) -> list[Decision]:
         decisions: list[Decision] = []
         saved: list[tuple[str, list[float] | None]] = []
         state = self._state
@@ -105,6 +109,59 @@ class MemoryLimiter:
             if not decision.allowed:
                 self._restore(saved)
                 break
+        return decisions
+
+    def take(
+        self, parts: Sequence[tuple[str, Rate, bool]], reserve: int, distinct: bool
+    ) -> list[Decision]:
+        """:meth:`hit_many_now` for the limits stage, written out for its hot path: each part
+        is a key, its rate, and whether it takes ``reserve`` units (else one)."""
+        now = self._clock()
+        self._hits += len(parts)
+        if self._hits % _SWEEP_EVERY < len(parts):
+            self._sweep(now)
+        if not distinct:
+            return self._hit_in_turn([(k, r, reserve if t else 1) for k, r, t in parts], now)
+        state = self._state
+        decisions: list[Decision] = []
+        # Every hit is decided before any count changes: a denial leaves nothing to undo.
+        for key, rate, tokens in parts:
+            cost = reserve if tokens else 1
+            kind = rate.kind
+            if kind == "smooth":
+                decision = self._smooth(key, rate, cost, now, take=False)
+                decisions.append(decision)
+                if not decision.allowed:
+                    return decisions
+                continue
+            entry = state.get(key)
+            if entry is None or entry[1] <= now:
+                count, reset_after = 0.0, rate.window
+            else:
+                count, reset_after = entry[0], entry[1] - now
+            if count + cost > rate.limit:
+                retry = 1.0 if kind == "concurrent" else reset_after
+                decisions.append(
+                    Decision(False, max(0, int(rate.limit - count)), reset_after, retry)
+                )
+                return decisions
+            if kind == "concurrent":
+                reset_after = 0.0
+            # Decision's own constructor is Python code; this makes the same tuple, faster.
+            remaining = int(rate.limit - count - cost)
+            decisions.append(_tuple_new(Decision, (True, remaining, reset_after, 0.0)))
+        for key, rate, tokens in parts:
+            cost = reserve if tokens else 1
+            if rate.kind == "smooth":
+                self._smooth(key, rate, cost, now)
+                continue
+            entry = state.get(key)
+            if entry is None or entry[1] <= now:
+                state[key] = [float(cost), now + rate.window]
+            else:
+                entry[0] += cost
+                if rate.kind == "concurrent":
+                    entry[1] = now + rate.window
         return decisions
 
     def _restore(self, saved: list[tuple[str, list[float] | None]]) -> None:
@@ -129,7 +186,9 @@ class MemoryLimiter:
             return
         entry[0] = max(0.0, entry[0] - cost)
 
-    def _smooth(self, key: str, rate: Rate, cost: int, now: float) -> Decision:
+    def _smooth(
+        self, key: str, rate: Rate, cost: int, now: float, *, take: bool = True
+    ) -> Decision:
         interval = rate.interval
         capacity = rate.capacity * interval  # the most a bucket may run ahead of now
         entry = self._state.get(key)
@@ -139,7 +198,8 @@ class MemoryLimiter:
         if allowed_at > now + 1e-9:
             remaining = max(0, math.floor((capacity - (tat - now)) / interval + 1e-9))
             return Decision(False, remaining, tat - now, allowed_at - now)
-        self._state[key] = [new_tat, new_tat]
+        if take:
+            self._state[key] = [new_tat, new_tat]
         remaining = max(0, math.floor((capacity - (new_tat - now)) / interval + 1e-9))
         return Decision(True, remaining, new_tat - now)
 

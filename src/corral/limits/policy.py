@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from corral.limits.rate import Rate
@@ -38,25 +38,44 @@ class Check:
     counts: Counts
     name: str
     label: str
+    limit_text: bytes = field(init=False, repr=False, compare=False)
+    """The limit as a header value."""
 
-    @property
-    def limit_text(self) -> bytes:
-        """The limit as a header value."""
-        return b"%d" % self.rate.limit
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limit_text", b"%d" % self.rate.limit)
+
+
+# The headers of a limit on an answer, by what it counts: its size, the units left, seconds to
+# its reset. Concurrency has none.
+HEADER_NAMES: dict[Counts, tuple[bytes, bytes, bytes]] = {
+    "requests": (b"X-RateLimit-Limit", b"X-RateLimit-Remaining", b"X-RateLimit-Reset"),
+    "tokens": (
+        b"X-RateLimit-Limit-Tokens",
+        b"X-RateLimit-Remaining-Tokens",
+        b"X-RateLimit-Reset-Tokens",
+    ),
+}
 
 
 class Plan(NamedTuple):
-    """The checks on one kind of request, with what admitting it needs to know of them."""
+    """The checks on one kind of request, with what admitting and settling it needs to know of
+    them, worked out once per plan rather than on every request."""
 
     checks: tuple[Check, ...]
     any_tokens: bool
     """Whether some check counts tokens (then the request reserves tokens)."""
-    shown: tuple[tuple[Counts, tuple[int, ...]], ...]
-    """The checks whose headers an answer carries, by what they count (requests, tokens): the
-    tightest of each group is shown."""
+    shown: tuple[tuple[tuple[bytes, bytes, bytes], tuple[int, ...]], ...]
+    """The checks whose headers an answer carries, grouped by what they count (requests,
+    tokens), with the group's header names: the tightest of each group is shown."""
     parts: tuple[tuple[str, Rate, bool], ...]
     """Per check, what a limiter hit needs: the key, the rate, whether it costs the request's
     token reservation (else one unit)."""
+    distinct: bool
+    """Whether every check has a key of its own (else two of them count under one key)."""
+    reserved: tuple[Check, ...]
+    """The token budgets: settled with the real count when the answer ends."""
+    held: tuple[Check, ...]
+    """The concurrency limits: their unit is given back when the answer ends."""
 
 
 def _plan(checks: tuple[Check, ...]) -> Plan:
@@ -64,9 +83,17 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
     for index, check in enumerate(checks):
         if check.counts != "concurrency":
             groups.setdefault(check.counts, []).append(index)
-    shown = tuple((counts, tuple(indices)) for counts, indices in groups.items())
+    shown = tuple((HEADER_NAMES[counts], tuple(indices)) for counts, indices in groups.items())
     parts = tuple((c.key, c.rate, c.counts == "tokens") for c in checks)
-    return Plan(checks, any(tokens for _, _, tokens in parts), shown, parts)
+    return Plan(
+        checks,
+        any(tokens for _, _, tokens in parts),
+        shown,
+        parts,
+        distinct=len({c.key for c in checks}) == len(checks),
+        reserved=tuple(c for c in checks if c.counts == "tokens"),
+        held=tuple(c for c in checks if c.counts == "concurrency"),
+    )
 
 
 # Distinct (client address, key, model) whose checks are remembered; past it, the memo starts
