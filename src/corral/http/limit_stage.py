@@ -203,7 +203,7 @@ class LimitStage:
         reserve = 0
         if plan.any_tokens:
             call, reserve = self._reservation(call, request)
-        decisions = inline.take(plan.parts, reserve, plan.distinct)
+        decisions = inline.take(plan.parts, reserve, plan.simple)
         if not decisions[-1][0]:
             self._denied(call, request, headers, plan, reserve, decisions)
         checks = plan.checks

@@ -112,57 +112,69 @@ class MemoryLimiter:
         return decisions
 
     def take(
-        self, parts: Sequence[tuple[str, Rate, bool]], reserve: int, distinct: bool
+        self, parts: Sequence[tuple[str, Rate, bool]], reserve: int, simple: bool
     ) -> list[Decision]:
         """:meth:`hit_many_now` for the limits stage, written out for its hot path: each part
-        is a key, its rate, and whether it takes ``reserve`` units (else one)."""
+        is a key, its rate, and whether it takes ``reserve`` units (else one). ``simple``:
+        every part has a key of its own and none is smooth, so one pass takes them all and a
+        denial gives back what the pass took before it."""
         now = self._clock()
         self._hits += len(parts)
         if self._hits % _SWEEP_EVERY < len(parts):
             self._sweep(now)
-        if not distinct:
+        if not simple:
             return self._hit_in_turn([(k, r, reserve if t else 1) for k, r, t in parts], now)
         state = self._state
         decisions: list[Decision] = []
-        # Every hit is decided before any count changes: a denial leaves nothing to undo.
+        fresh: list[str] = []  # the counts this pass started
+        renewed: list[tuple[list[float], float]] = []  # concurrency counts, their old expiry
         for key, rate, tokens in parts:
             cost = reserve if tokens else 1
-            kind = rate.kind
-            if kind == "smooth":
-                decision = self._smooth(key, rate, cost, now, take=False)
-                decisions.append(decision)
-                if not decision.allowed:
-                    return decisions
-                continue
+            limit = rate.limit
             entry = state.get(key)
             if entry is None or entry[1] <= now:
-                count, reset_after = 0.0, rate.window
+                count = 0.0
+                reset_after = rate.window
+                if cost <= limit:
+                    state[key] = [float(cost), now + reset_after]
+                    fresh.append(key)
             else:
-                count, reset_after = entry[0], entry[1] - now
-            if count + cost > rate.limit:
-                retry = 1.0 if kind == "concurrent" else reset_after
-                decisions.append(
-                    Decision(False, max(0, int(rate.limit - count)), reset_after, retry)
-                )
+                count = entry[0]
+                reset_after = entry[1] - now
+                if count + cost <= limit:
+                    entry[0] = count + cost
+                    if rate.kind == "concurrent":
+                        renewed.append((entry, entry[1]))
+                        entry[1] = now + rate.window
+            if count + cost > limit:
+                retry = 1.0 if rate.kind == "concurrent" else reset_after
+                decisions.append(Decision(False, max(0, int(limit - count)), reset_after, retry))
+                self._untake(parts[: len(decisions) - 1], reserve, fresh, renewed)
                 return decisions
-            if kind == "concurrent":
+            if rate.kind == "concurrent":
                 reset_after = 0.0
             # Decision's own constructor is Python code; this makes the same tuple, faster.
-            remaining = int(rate.limit - count - cost)
+            remaining = int(limit - count - cost)
             decisions.append(_tuple_new(Decision, (True, remaining, reset_after, 0.0)))
-        for key, rate, tokens in parts:
-            cost = reserve if tokens else 1
-            if rate.kind == "smooth":
-                self._smooth(key, rate, cost, now)
-                continue
-            entry = state.get(key)
-            if entry is None or entry[1] <= now:
-                state[key] = [float(cost), now + rate.window]
-            else:
-                entry[0] += cost
-                if rate.kind == "concurrent":
-                    entry[1] = now + rate.window
         return decisions
+
+    def _untake(
+        self,
+        parts: Sequence[tuple[str, Rate, bool]],
+        reserve: int,
+        fresh: list[str],
+        renewed: list[tuple[list[float], float]],
+    ) -> None:
+        """Give back what :meth:`take` took for ``parts`` before a denial: a count it started
+        goes away, others lose the units, and a concurrency count gets its expiry back."""
+        state = self._state
+        for key, _, tokens in parts:
+            if key in fresh:
+                del state[key]
+            else:
+                state[key][0] -= reserve if tokens else 1
+        for entry, expiry in renewed:
+            entry[1] = expiry
 
     def _restore(self, saved: list[tuple[str, list[float] | None]]) -> None:
         """Put entries back as ``saved`` found them, latest first (a key saved twice ends as

@@ -70,8 +70,9 @@ class Plan(NamedTuple):
     parts: tuple[tuple[str, Rate, bool], ...]
     """Per check, what a limiter hit needs: the key, the rate, whether it costs the request's
     token reservation (else one unit)."""
-    distinct: bool
-    """Whether every check has a key of its own (else two of them count under one key)."""
+    simple: bool
+    """Whether every check has a key of its own and none is a smooth rate: then a memory
+    limiter takes them in one pass (see ``MemoryLimiter.take``)."""
     reserved: tuple[Check, ...]
     """The token budgets: settled with the real count when the answer ends."""
     held: tuple[Check, ...]
@@ -90,7 +91,8 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
         any(tokens for _, _, tokens in parts),
         shown,
         parts,
-        distinct=len({c.key for c in checks}) == len(checks),
+        simple=len({c.key for c in checks}) == len(checks)
+        and all(c.rate.kind != "smooth" for c in checks),
         reserved=tuple(c for c in checks if c.counts == "tokens"),
         held=tuple(c for c in checks if c.counts == "concurrency"),
     )
