@@ -194,30 +194,12 @@ class LimitStage:
     ) -> tuple[Call, Admission]:
         """:meth:`admit` without suspending, for the limiter in memory (``inline``).
 
-        The hot path of every limited request, so written out in one place: here a function
-        call costs about as much as the work it would wrap."""
+        The hot path of every limited request."""
         inline = self.inline
         assert inline is not None
-        state = request.state
-        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
-        reserve = 0
-        if plan.any_tokens:
-            call, reserve = self._reservation(call, request)
+        plan, call, reserve = self._plan(call, request)
         decisions = inline.take(plan.parts, reserve, plan.simple)
-        if not decisions[-1][0]:
-            self._denied(call, request, headers, plan, reserve, decisions)
-        checks = plan.checks
-        for names, indices in plan.shown:
-            best = indices[0]
-            if len(indices) > 1:
-                best = min(indices, key=lambda index: decisions[index][1])
-            decision = decisions[best]
-            headers += (
-                (names[0], checks[best].limit_text),
-                (names[1], b"%d" % decision[1]),
-                (names[2], b"%d" % _ceil(decision[2])),
-            )
-        return call, Admission(self, plan, reserve)
+        return call, self._admitted(call, request, headers, plan, reserve, decisions)
 
     def _reservation(self, call: Call, request: Request) -> tuple[Call, int]:
         """The tokens ``call`` reserves, and the call, with a length limit set when it named
@@ -248,17 +230,19 @@ class LimitStage:
         decisions: list[Decision],
     ) -> Admission:
         """The admission the ``decisions`` on ``plan`` make, with their headers; or 429."""
-        if decisions and not decisions[-1].allowed:
+        if decisions and not decisions[-1][0]:  # allowed
             self._denied(call, request, headers, plan, reserve, decisions)
         checks = plan.checks
         for names, indices in plan.shown:
             # The tightest limit of each kind speaks for all of them.
-            best = min(indices, key=lambda index: decisions[index].remaining)
+            best = indices[0]
+            if len(indices) > 1:
+                best = min(indices, key=lambda index: decisions[index].remaining)
             decision = decisions[best]
             headers += (
                 (names[0], checks[best].limit_text),
-                (names[1], b"%d" % decision.remaining),
-                (names[2], b"%d" % _ceil(decision.reset_after)),
+                (names[1], b"%d" % decision[1]),  # remaining
+                (names[2], b"%d" % _ceil(decision[2])),  # reset_after
             )
         return Admission(self, plan, reserve)
 
