@@ -6,8 +6,16 @@ import logging
 from pathlib import Path
 
 import orjson
+import pytest
 
-from corral.observability.logs import AccessLog, configure_logging, raw_writer
+from corral.http.messages import Headers, Request
+from corral.observability.logs import (
+    AccessLog,
+    access_entry,
+    configure_logging,
+    milliseconds,
+    raw_writer,
+)
 from corral.settings import load_settings
 
 
@@ -45,3 +53,25 @@ def test_seed_names_for_logging_are_accepted(tmp_path: Path) -> None:
     # corral's own name wins over the seed's
     both = load_settings(env={"DEBUG": "1", "CORRAL_LOG_LEVEL": "warning"}, dotenv_path=None)
     assert both.log_level == "warning"
+
+
+@pytest.mark.parametrize(
+    "seconds", [0.0, 0.0000004, 0.0000006, 0.0012344, 0.0012346, 0.25, 1.5, 59.9999996, 3600.5]
+)
+def test_milliseconds_are_rounded_to_the_microsecond(seconds: float) -> None:
+    assert milliseconds(seconds) == pytest.approx(round(seconds * 1000, 3), abs=1e-9)
+    assert len(repr(milliseconds(seconds)).partition(".")[2]) <= 3
+
+
+def test_an_access_line_has_the_request_and_only_the_state_that_was_set() -> None:
+    request = Request("POST", "/api/chat", "", Headers([]), b"{}", ("10.0.0.9", 5000))
+    request.state.update(
+        request_id="r1", started=100.0, route="/api/chat", model="llama3.2", cache=None,
+        generated_tokens=7, principal="never logged",
+    )  # fmt: skip
+    entry = access_entry(request, 200, 321, now=100.0125, first_byte_at=100.002)
+    assert entry == {
+        "request_id": "r1", "client": "10.0.0.9", "method": "POST", "route": "/api/chat",
+        "status": 200, "bytes": 321, "duration_ms": 12.5, "model": "llama3.2",
+        "generated_tokens": 7, "ttfb_ms": 2.0,
+    }  # fmt: skip

@@ -29,12 +29,11 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn
 
-import orjson
-
 from corral.errors import RateLimited, Unavailable
 from corral.limits.memory import MemoryLimiter
 from corral.limits.policy import HEADER_NAMES, Check, LimitPolicy, Plan
 from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable
+from corral.limits.reservation import reservation
 from corral.tasks import cancel
 
 if TYPE_CHECKING:
@@ -47,15 +46,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("corral.limits")
 
-# Where each generating endpoint takes its length limit.
-_LENGTH_FIELD = {
-    "/api/generate": "num_predict",
-    "/api/chat": "num_predict",
-    "/v1/chat/completions": "max_tokens",
-    "/v1/completions": "max_tokens",
-    "/v1/responses": "max_output_tokens",
-    "/v1/messages": "max_tokens",
-}
 # Seconds between two warnings that the shared limiter is unreachable.
 _WARN_EVERY = 10.0
 # Seconds between two reads of the per-key counts from a shared limiter, for metrics.
@@ -67,38 +57,6 @@ def _usable(entry: KeyEntry, now: float) -> bool:
     """Whether a key may make requests now: not revoked, active, not expired."""
     expired = entry.expires_at is not None and entry.expires_at <= now
     return entry.active and not entry.revoked and not expired
-
-
-def asked_length(call: Call) -> int | None:
-    """The most tokens ``call`` asks to generate, or ``None`` when it sets no limit."""
-    field = _LENGTH_FIELD.get(call.endpoint)
-    if field is None:
-        return None
-    if field == "num_predict":
-        options = call.fields.get("options")
-        value = options.get("num_predict") if isinstance(options, dict) else None
-    else:
-        value = call.fields.get("max_completion_tokens", call.fields.get(field))
-    # Ollama reads -1 (and -2) as "no limit".
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def with_length(call: Call, tokens: int) -> Call:
-    """``call`` with its length limit set to ``tokens``, body included."""
-    field = _LENGTH_FIELD[call.endpoint]
-    fields = dict(call.fields)
-    if field == "num_predict":
-        options = fields.get("options")
-        fields["options"] = {**(options if isinstance(options, dict) else {}), field: tokens}
-    else:
-        fields[field] = tokens
-    return call._replace(body=orjson.dumps(fields), fields=fields)
-
-
-def prompt_estimate(call: Call) -> int:
-    # Ollama's tokens average about four bytes of text; a third of the body errs high, and the
-    # reservation is settled with the real count anyway.
-    return len(call.body) // 3 + 1
 
 
 class Admission:
@@ -201,23 +159,17 @@ class LimitStage:
         decisions = inline.take(plan.parts, reserve, plan.simple)
         return call, self._admitted(call, request, headers, plan, reserve, decisions)
 
-    def _reservation(self, call: Call, request: Request) -> tuple[Call, int]:
-        """The tokens ``call`` reserves, and the call, with a length limit set when it named
-        none (the request's body too)."""
-        length = asked_length(call)
-        if length is None and call.endpoint in _LENGTH_FIELD:
-            length = self.policy.max_tokens
-            call = with_length(call, length)
-            request.body = call.body
-        return call, prompt_estimate(call) + (length or 0)
-
     def _plan(self, call: Call, request: Request) -> tuple[Plan, Call, int]:
-        """The checks on ``call``, the call (see :meth:`_reservation`), the tokens it reserves."""
+        """The checks on ``call``, the call (with a length limit set when it named none and
+        tokens are counted), the tokens it reserves."""
         state = request.state
         plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
         if not plan.any_tokens:
             return plan, call, 0
-        call, reserve = self._reservation(call, request)
+        asked = call
+        call, reserve = reservation(call, self.policy.max_tokens)
+        if call is not asked:
+            request.body = call.body  # a length limit was set
         return plan, call, reserve
 
     def _admitted(

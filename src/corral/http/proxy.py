@@ -16,7 +16,7 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -38,6 +38,7 @@ from corral.http.calls import parse_call, upstream_headers
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
+from corral.observability.logs import access_entry, milliseconds
 from corral.observability.usage import Counts, final_counts
 from corral.routing.queue import Lease
 
@@ -53,18 +54,6 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 def _is_error_line(chunk: bytes) -> bool:
     return chunk.startswith((b'{"error"', b'data: {"error"'))
-
-
-# What a request's state adds to its access-log line when set, in this order.
-_LOGGED_STATE = (
-    "model", "backend", "cache", "queue_ms", "prompt_tokens", "generated_tokens", "error",
-)  # fmt: skip
-
-
-def _milliseconds(seconds: float) -> float:
-    """``seconds`` in milliseconds, to the microsecond: ``round(seconds * 1000, 3)`` for a
-    duration, at a third of its cost (``round`` to digits goes through a decimal string)."""
-    return int(seconds * 1e6 + 0.5) / 1000
 
 
 # Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
@@ -244,7 +233,7 @@ class Gateway:
             backend = lease.backend
             tried.add(backend)
             if lease.queued_for:
-                state["queue_ms"] = _milliseconds(lease.queued_for)
+                state["queue_ms"] = milliseconds(lease.queued_for)
                 services.metrics.queued(lease.queued_for)
             sent_at = time.perf_counter()
             upstream: UpstreamResponse | None = None
@@ -380,30 +369,13 @@ class Gateway:
     def _log(
         self, request: Request, status: int, size: int, outcome: RelayOutcome | None = None
     ) -> None:
-        now = time.perf_counter()
-        state = request.state
-        started = state.get("started", now)
-        client = state.get("client_ip") or request.client[0]
-        route = state.get("route", "unmatched")
-        entry: dict[str, Any] = {
-            "request_id": state.get("request_id"),
-            "client": client,
-            "method": request.method,
-            "route": route,
-            "status": status,
-            "bytes": size,
-            "duration_ms": _milliseconds(now - started),
-        }
-        for key in _LOGGED_STATE:
-            if key in state:
-                value = state[key]
-                if value is not None:
-                    entry[key] = value
-        if outcome is not None and outcome.first_byte_at is not None:
-            entry["ttfb_ms"] = _milliseconds(outcome.first_byte_at - started)
+        first_byte_at = None if outcome is None else outcome.first_byte_at
+        entry = access_entry(request, status, size, time.perf_counter(), first_byte_at)
         services = self.services
         services.access_log.record(entry)
         accounting = services.accounting
-        if accounting is not None and "model" in state:  # an API call, past its parsing
-            accounting.finished(state, entry)
-        services.metrics.request(request.method, route, status, now - started, client)
+        if accounting is not None and "model" in request.state:  # an API call, past its parsing
+            accounting.finished(request.state, entry)
+        services.metrics.request(
+            request.method, entry["route"], status, entry["duration_ms"] / 1000, entry["client"]
+        )

@@ -1,0 +1,70 @@
+"""What a generating request reserves from a token budget: an estimate of its prompt plus the
+most it may generate, settled with the real counts when its answer ends. A request that names
+no length limit gets one (``limits.max_tokens``) written into its body, so that no answer can
+overshoot its reservation.
+
+Example::
+
+    call, reserve = reservation(call, max_tokens=2048)   # call.body may now set num_predict
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+if TYPE_CHECKING:
+    from corral.context import Call
+
+# Where each generating endpoint takes its length limit.
+LENGTH_FIELD = {
+    "/api/generate": "num_predict",
+    "/api/chat": "num_predict",
+    "/v1/chat/completions": "max_tokens",
+    "/v1/completions": "max_tokens",
+    "/v1/responses": "max_output_tokens",
+    "/v1/messages": "max_tokens",
+}
+
+
+def asked_length(call: Call) -> int | None:
+    """The most tokens ``call`` asks to generate, or ``None`` when it sets no limit."""
+    field = LENGTH_FIELD.get(call.endpoint)
+    if field is None:
+        return None
+    if field == "num_predict":
+        options = call.fields.get("options")
+        value = options.get("num_predict") if isinstance(options, dict) else None
+    else:
+        value = call.fields.get("max_completion_tokens", call.fields.get(field))
+    # Ollama reads -1 (and -2) as "no limit".
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def with_length(call: Call, tokens: int) -> Call:
+    """``call`` with its length limit set to ``tokens``, body included."""
+    field = LENGTH_FIELD[call.endpoint]
+    fields = dict(call.fields)
+    if field == "num_predict":
+        options = fields.get("options")
+        fields["options"] = {**(options if isinstance(options, dict) else {}), field: tokens}
+    else:
+        fields[field] = tokens
+    return call._replace(body=orjson.dumps(fields), fields=fields)
+
+
+def prompt_estimate(call: Call) -> int:
+    # Ollama's tokens average about four bytes of text; a third of the body errs high, and the
+    # reservation is settled with the real count anyway.
+    return len(call.body) // 3 + 1
+
+
+def reservation(call: Call, max_tokens: int) -> tuple[Call, int]:
+    """The tokens ``call`` reserves, and the call: with ``max_tokens`` as its length limit
+    (body included) when it is a generating call that named none."""
+    length = asked_length(call)
+    if length is None and call.endpoint in LENGTH_FIELD:
+        length = max_tokens
+        call = with_length(call, length)
+    return call, prompt_estimate(call) + (length or 0)
