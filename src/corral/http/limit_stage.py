@@ -182,8 +182,10 @@ class LimitStage:
         decisions: list[Decision],
     ) -> Admission:
         """The admission the ``decisions`` on ``plan`` make, with their headers; or 429."""
-        if decisions and not decisions[-1][0]:  # allowed
-            self._denied(call, request, headers, plan, reserve, decisions)
+        if decisions and not decisions[-1][0]:  # not allowed: the last one decided denies
+            last = len(decisions) - 1
+            cost = reserve if plan.parts[last][2] else 1
+            self._deny(call, request, headers, plan.checks[last], cost, decisions[last])
         checks = plan.checks
         for names, indices in plan.shown:
             # The tightest limit of each kind speaks for all of them.
@@ -197,20 +199,6 @@ class LimitStage:
                 (names[2], b"%d" % _ceil(decision[2])),  # reset_after
             )
         return Admission(self, plan, reserve)
-
-    def _denied(
-        self,
-        call: Call,
-        request: Request,
-        headers: HeaderList,
-        plan: Plan,
-        reserve: int,
-        decisions: list[Decision],
-    ) -> NoReturn:
-        """429 for the last of ``decisions``, a denial."""
-        last = len(decisions) - 1
-        cost = reserve if plan.parts[last][2] else 1
-        self._deny(call, request, headers, plan.checks[last], cost, decisions[last])
 
     def _deny(
         self,
