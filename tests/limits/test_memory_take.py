@@ -19,6 +19,7 @@ CHECKS = [
     ("ip:tm", Rate(300, 60.0), True),
     ("key:td", Rate(900, 86400.0), True),
     ("key:c", Rate(2, 3600.0, "concurrent"), False),
+    ("all:s", Rate(3, 1.0, "smooth"), False),  # not simple: taken by the batch path
 ]
 
 steps = st.lists(
@@ -47,7 +48,8 @@ def test_take_agrees_with_the_batch_it_stands_for(
     for chosen, reserve, wait, give_back in requests:
         clock.now += wait
         parts = tuple(CHECKS[index] for index in chosen)
-        taken = fast.take(parts, reserve, True)
+        simple = all(rate.kind != "smooth" for _, rate, _ in parts)
+        taken = fast.take(parts, reserve, simple)
         hits = [(key, rate, reserve if tokens else 1) for key, rate, tokens in parts]
         expected = reference.hit_many_now(hits)
         assert taken == expected

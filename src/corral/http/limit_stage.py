@@ -59,6 +59,17 @@ def _usable(entry: KeyEntry, now: float) -> bool:
     return entry.active and not entry.revoked and not expired
 
 
+def _limit_headers(
+    names: tuple[bytes, bytes, bytes], check: Check, decision: Decision
+) -> HeaderList:
+    """A limit's headers on an answer: its size, the units left, seconds to its reset."""
+    return [
+        (names[0], check.limit_text),
+        (names[1], b"%d" % decision[1]),  # remaining
+        (names[2], b"%d" % _ceil(decision[2])),  # reset_after
+    ]
+
+
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
@@ -90,7 +101,7 @@ class Admission:
         if unused:
             refunds += [(check, unused) for check in plan.reserved]
         if refunds:
-            self._stage.settle(refunds)
+            self._stage.spawn(self._stage.give_back(refunds))
 
 
 class LimitStage:
@@ -192,12 +203,7 @@ class LimitStage:
             best = indices[0]
             if len(indices) > 1:
                 best = min(indices, key=lambda index: decisions[index].remaining)
-            decision = decisions[best]
-            headers += (
-                (names[0], checks[best].limit_text),
-                (names[1], b"%d" % decision[1]),  # remaining
-                (names[2], b"%d" % _ceil(decision[2])),  # reset_after
-            )
+            headers += _limit_headers(names, checks[best], decisions[best])
         return Admission(self, plan, reserve)
 
     def _deny(
@@ -226,11 +232,7 @@ class LimitStage:
             )
         names = HEADER_NAMES.get(check.counts)
         if names is not None:
-            headers += (
-                (names[0], check.limit_text),
-                (names[1], b"%d" % decision.remaining),
-                (names[2], b"%d" % _ceil(decision.reset_after)),
-            )
+            headers += _limit_headers(names, check, decision)
         if cost > check.rate.limit:
             message = f"request needs about {cost} tokens, more than {check.name}"
         else:
@@ -306,15 +308,6 @@ class LimitStage:
             log.warning("limits cannot be checked (%s): %s", err, action)
         if not self.fail_open:
             raise Unavailable("rate limits cannot be checked right now", retry_after=1.0)
-
-    def settle(self, refunds: list[tuple[Check, int]]) -> None:
-        """Give ``refunds`` back: inline in memory, in an owned task otherwise."""
-        inline = self.inline
-        if inline is None:
-            self.spawn(self.give_back(refunds))
-            return
-        for check, cost in refunds:
-            inline.refund_now(check.key, check.rate, cost)
 
     async def give_back(self, refunds: list[tuple[Check, int]]) -> None:
         """Every refund of one request in one step (one round trip in Redis)."""

@@ -198,9 +198,7 @@ class MemoryLimiter:
             return
         entry[0] = max(0.0, entry[0] - cost)
 
-    def _smooth(
-        self, key: str, rate: Rate, cost: int, now: float, *, take: bool = True
-    ) -> Decision:
+    def _smooth(self, key: str, rate: Rate, cost: int, now: float) -> Decision:
         interval = rate.interval
         capacity = rate.capacity * interval  # the most a bucket may run ahead of now
         entry = self._state.get(key)
@@ -210,8 +208,7 @@ class MemoryLimiter:
         if allowed_at > now + 1e-9:
             remaining = max(0, math.floor((capacity - (tat - now)) / interval + 1e-9))
             return Decision(False, remaining, tat - now, allowed_at - now)
-        if take:
-            self._state[key] = [new_tat, new_tat]
+        self._state[key] = [new_tat, new_tat]
         remaining = max(0, math.floor((capacity - (new_tat - now)) / interval + 1e-9))
         return Decision(True, remaining, new_tat - now)
 
