@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.limits.memory import MemoryLimiter
+from corral.limits.memory import MemoryLimiter, fixed_parts
 from corral.limits.rate import Rate
 from tests.limits.conftest import FakeClock
 
@@ -27,7 +27,10 @@ steps = st.lists(
         st.lists(st.sampled_from(range(len(CHECKS))), min_size=1, max_size=4, unique=True),
         st.integers(min_value=1, max_value=350),  # the tokens a request reserves
         st.sampled_from([0.0, 0.0, 1.0, 7.5, 61.0, 3601.0]),  # time before it
-        st.booleans(),  # whether a request let through gives its units back at once
+        # The tokens it will have used when it ends (more or less than it reserved), or None
+        # for a request that never ends here.
+        st.one_of(st.none(), st.integers(min_value=0, max_value=400)),
+        st.booleans(),  # whether the oldest request still going on ends first
     ),
     max_size=40,
 )
@@ -38,40 +41,57 @@ def _state(limiter: MemoryLimiter, now: float) -> dict[str, list[float]]:
     return {key: list(entry) for key, entry in limiter._state.items() if entry[1] > now}
 
 
+Request = tuple[tuple[tuple[str, Rate, bool], ...], int, int]
+
+
+def _end(request: Request, fast: MemoryLimiter, reference: MemoryLimiter) -> None:
+    """Settle as the limits stage does: the concurrency slot back, the token budgets kept at
+    what was used (reserved minus used back, or more taken when used is more), with
+    ``settle`` on the one and ``refund_now``, the contract's refund, on the other."""
+    parts, reserve, used = request
+    for key, rate, tokens in parts:
+        if rate.kind == "concurrent" or tokens:
+            units = reserve - used if tokens else 1
+            reference.refund_now(key, rate, units)
+            fast.settle([(key, rate)], units)
+
+
 @settings(max_examples=300, deadline=None)
 @given(steps)
 def test_take_agrees_with_the_batch_it_stands_for(
-    requests: list[tuple[list[int], int, float, bool]],
+    requests: list[tuple[list[int], int, float, int | None, bool]],
 ) -> None:
     clock = FakeClock()
     fast, reference = MemoryLimiter(clock), MemoryLimiter(clock)
-    for chosen, reserve, wait, give_back in requests:
+    going_on: list[Request] = []
+    for chosen, reserve, wait, used, end_oldest in requests:
         clock.now += wait
+        if end_oldest and going_on:
+            _end(going_on.pop(0), fast, reference)
+            assert _state(fast, clock.now) == _state(reference, clock.now)
         parts = tuple(CHECKS[index] for index in chosen)
-        simple = all(rate.kind != "smooth" for _, rate, _ in parts)
-        taken = fast.take(parts, reserve, simple)
+        taken = fast.take(parts, reserve, fixed_parts(parts))
         hits = [(key, rate, reserve if tokens else 1) for key, rate, tokens in parts]
         expected = reference.hit_many_now(hits)
         assert taken == expected
         assert _state(fast, clock.now) == _state(reference, clock.now)
-        if give_back and taken[-1].allowed:
-            for limiter in (fast, reference):
-                for key, rate, cost in hits:
-                    limiter.refund_now(key, rate, cost)
+        if used is not None and taken[-1][0]:
+            going_on.append((parts, reserve, used))
 
 
 def test_a_denial_gives_back_what_the_pass_took_before_it() -> None:
     clock = FakeClock()
     limiter = MemoryLimiter(clock)
     requests, tokens, held = Rate(5, 60.0), Rate(100, 60.0), Rate(3, 3600.0, "concurrent")
-    assert limiter.take((("c", held, False),), 0, True)[0].allowed
+    concurrency = (("c", held, False),)
+    assert limiter.take(concurrency, 0, fixed_parts(concurrency))[0][0]
     clock.now += 10
-    assert limiter.take((("t", tokens, True),), 90, True)[0].allowed
+    budget = (("t", tokens, True),)
+    assert limiter.take(budget, 90, fixed_parts(budget))[0][0]
     before = _state(limiter, clock.now)
-    decisions = limiter.take(
-        (("r", requests, False), ("c", held, False), ("t", tokens, True)), 20, True
-    )
-    assert [d.allowed for d in decisions] == [True, True, False]
-    assert decisions[-1].remaining == 10
+    parts = (("r", requests, False), ("c", held, False), ("t", tokens, True))
+    decisions = limiter.take(parts, 20, fixed_parts(parts))
+    assert [d[0] for d in decisions] == [True, True, False]
+    assert decisions[-1][1] == 10
     # The fresh request count is gone; the concurrency count has its units and expiry back.
     assert _state(limiter, clock.now) == before

@@ -26,13 +26,13 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from corral.errors import RateLimited, Unavailable
 from corral.limits.memory import MemoryLimiter
 from corral.limits.policy import HEADER_NAMES, Check, LimitPolicy, Plan
-from corral.limits.rate import Decision, Hit, Limiter, LimiterUnavailable
+from corral.limits.rate import Hit, Limiter, LimiterUnavailable, Verdict
 from corral.limits.reservation import reservation
 from corral.tasks import cancel
 
@@ -59,15 +59,31 @@ def _usable(entry: KeyEntry, now: float) -> bool:
     return entry.active and not entry.revoked and not expired
 
 
+# Header values of the seconds to a window's reset, made once each: resets take under an hour,
+# mostly, so there are few of them. Past an hour (day budgets), each is made anew.
+_reset_texts: dict[int, bytes] = {}
+_RESET_TEXTS_UP_TO = 3600
+
+
+def _reset_text(reset_after: float) -> bytes:
+    seconds = _ceil(reset_after)
+    text = _reset_texts.get(seconds)
+    if text is None:
+        text = b"%d" % seconds
+        if seconds <= _RESET_TEXTS_UP_TO:
+            _reset_texts[seconds] = text
+    return text
+
+
 def _limit_headers(
-    names: tuple[bytes, bytes, bytes], check: Check, decision: Decision
-) -> HeaderList:
+    names: tuple[bytes, bytes, bytes], limit: bytes, decision: Verdict
+) -> tuple[tuple[bytes, bytes], ...]:
     """A limit's headers on an answer: its size, the units left, seconds to its reset."""
-    return [
-        (names[0], check.limit_text),
+    return (
+        (names[0], limit),
         (names[1], b"%d" % decision[1]),  # remaining
-        (names[2], b"%d" % _ceil(decision[2])),  # reset_after
-    ]
+        (names[2], _reset_text(decision[2])),  # reset_after
+    )
 
 
 class Admission:
@@ -91,15 +107,14 @@ class Admission:
         unused = 0 if used_tokens is None else self.reserved - used_tokens
         inline = self._stage.inline
         if inline is not None:
-            for check in plan.held:
-                inline.refund_now(check.key, check.rate, 1)
+            if plan.held:
+                inline.settle(plan.held, 1)
             if unused:
-                for check in plan.reserved:
-                    inline.refund_now(check.key, check.rate, unused)
+                inline.settle(plan.reserved, unused)
             return
-        refunds = [(check, 1) for check in plan.held]
+        refunds = [(key, rate, 1) for key, rate in plan.held]
         if unused:
-            refunds += [(check, unused) for check in plan.reserved]
+            refunds += [(key, rate, unused) for key, rate in plan.reserved]
         if refunds:
             self._stage.spawn(self._stage.give_back(refunds))
 
@@ -167,7 +182,7 @@ class LimitStage:
         inline = self.inline
         assert inline is not None
         plan, call, reserve = self._plan(call, request)
-        decisions = inline.take(plan.parts, reserve, plan.simple)
+        decisions = inline.take(plan.parts, reserve, plan.fixed)
         return call, self._admitted(call, request, headers, plan, reserve, decisions)
 
     def _plan(self, call: Call, request: Request) -> tuple[Plan, Call, int]:
@@ -190,20 +205,27 @@ class LimitStage:
         headers: HeaderList,
         plan: Plan,
         reserve: int,
-        decisions: list[Decision],
+        decisions: Sequence[Verdict],
     ) -> Admission:
-        """The admission the ``decisions`` on ``plan`` make, with their headers; or 429."""
+        """The admission the ``decisions`` (in :class:`Decision`'s order) on ``plan`` make,
+        with their headers; or 429."""
         if decisions and not decisions[-1][0]:  # not allowed: the last one decided denies
             last = len(decisions) - 1
             cost = reserve if plan.parts[last][2] else 1
             self._deny(call, request, headers, plan.checks[last], cost, decisions[last])
-        checks = plan.checks
-        for names, indices in plan.shown:
-            # The tightest limit of each kind speaks for all of them.
-            best = indices[0]
-            if len(indices) > 1:
-                best = min(indices, key=lambda index: decisions[index].remaining)
-            headers += _limit_headers(names, checks[best], decisions[best])
+        for indices, limit, names in plan.shown:
+            if len(indices) == 1:
+                decision = decisions[indices[0]]
+            else:
+                # The tightest limit of each kind speaks for all of them.
+                best = min(indices, key=lambda index: decisions[index][1])
+                decision = decisions[best]
+                limit = (names[0], plan.checks[best].limit_text)
+            headers += (
+                limit,
+                (names[1], b"%d" % decision[1]),  # remaining
+                (names[2], _reset_text(decision[2])),  # reset_after
+            )
         return Admission(self, plan, reserve)
 
     def _deny(
@@ -213,7 +235,7 @@ class LimitStage:
         headers: HeaderList,
         check: Check,
         cost: int,
-        decision: Decision,
+        decision: Verdict,
     ) -> NoReturn:
         """Count and announce a denial by ``check``, then answer 429 (nothing was taken)."""
         self.metrics.limited(check.label)
@@ -232,12 +254,12 @@ class LimitStage:
             )
         names = HEADER_NAMES.get(check.counts)
         if names is not None:
-            headers += _limit_headers(names, check, decision)
+            headers += _limit_headers(names, check.limit_text, decision)
         if cost > check.rate.limit:
             message = f"request needs about {cost} tokens, more than {check.name}"
         else:
             message = f"rate limit exceeded: {check.name}"
-        raise RateLimited(message, retry_after=decision.retry_after)
+        raise RateLimited(message, retry_after=decision[3])
 
     async def key_usage(self, principal: Principal) -> list[dict[str, object]]:
         """Current use of the limits counted per key (requests per window, tokens, in flight),
@@ -309,10 +331,10 @@ class LimitStage:
         if not self.fail_open:
             raise Unavailable("rate limits cannot be checked right now", retry_after=1.0)
 
-    async def give_back(self, refunds: list[tuple[Check, int]]) -> None:
+    async def give_back(self, refunds: list[Hit]) -> None:
         """Every refund of one request in one step (one round trip in Redis)."""
         try:
-            await self._limiter.refund_many([(c.key, c.rate, cost) for c, cost in refunds])
+            await self._limiter.refund_many(refunds)
         except LimiterUnavailable as err:
             self.metrics.limiter_error()
             log.warning("a limit could not be settled: %s", err)

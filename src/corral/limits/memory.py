@@ -15,12 +15,28 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from corral.limits.rate import Decision, Hit, Rate
+from corral.limits.rate import Decision, Hit, Rate, Verdict
 
 # Hits between two sweeps of expired counts: often enough to bound memory by the keys seen in
 # about one window, rarely enough to cost nothing per hit.
 _SWEEP_EVERY = 4096
-_tuple_new = tuple.__new__
+
+# A check of a simple plan, flattened for :meth:`MemoryLimiter.take`: its bit (1 << position),
+# key, limit, window, whether it counts concurrency, and whether it takes the reservation.
+FixedPart = tuple[int, str, int, float, bool, bool]
+
+
+def fixed_parts(parts: Sequence[tuple[str, Rate, bool]]) -> tuple[FixedPart, ...] | None:
+    """``parts`` flattened for :meth:`MemoryLimiter.take`'s one pass, or ``None`` when they
+    need the batch path: a smooth rate, or a key named twice."""
+    if len({key for key, _, _ in parts}) != len(parts):
+        return None
+    if any(rate.kind == "smooth" for _, rate, _ in parts):
+        return None
+    return tuple(
+        (1 << index, key, rate.limit, rate.window, rate.kind == "concurrent", tokens)
+        for index, (key, rate, tokens) in enumerate(parts)
+    )
 
 
 class MemoryLimiter:
@@ -112,70 +128,93 @@ class MemoryLimiter:
         return decisions
 
     def take(
-        self, parts: Sequence[tuple[str, Rate, bool]], reserve: int, simple: bool
-    ) -> list[Decision]:
-        """:meth:`hit_many_now` for the limits stage, written out for its hot path: each part
-        is a key, its rate, and whether it takes ``reserve`` units (else one). ``simple``:
-        every part has a key of its own and none is smooth, so one pass takes them all and a
-        denial gives back what the pass took before it."""
+        self,
+        parts: Sequence[tuple[str, Rate, bool]],
+        reserve: int,
+        fixed: Sequence[FixedPart] | None = None,
+    ) -> Sequence[Verdict]:
+        """:meth:`hit_many_now` for the limits stage: each part is a key, its rate, and
+        whether it takes ``reserve`` units (else one). ``fixed``, when every part has a key of
+        its own and none is smooth, is the same parts flattened by :func:`fixed_parts`: one
+        pass then takes them all, and a denial gives back what the pass took before it.
+
+        The decisions are plain tuples in :class:`Decision`'s order: this is the hot path of
+        every limited request, and a named tuple costs a second tuple and a call."""
         now = self._clock()
         self._hits += len(parts)
         if self._hits % _SWEEP_EVERY < len(parts):
             self._sweep(now)
-        if not simple:
+        if fixed is None:
             return self._hit_in_turn([(k, r, reserve if t else 1) for k, r, t in parts], now)
         state = self._state
-        decisions: list[Decision] = []
-        fresh: list[str] = []  # the counts this pass started
-        renewed: list[tuple[list[float], float]] = []  # concurrency counts, their old expiry
-        for key, rate, tokens in parts:
+        decisions: list[Verdict] = []
+        fresh = 0  # bit i: part i started its count
+        renewed: list[tuple[list[float], float]] | None = None  # concurrency, old expiry
+        for bit, key, limit, window, concurrent, tokens in fixed:
             cost = reserve if tokens else 1
-            limit = rate.limit
             entry = state.get(key)
             if entry is None or entry[1] <= now:
-                count = 0.0
-                reset_after = rate.window
-                if cost <= limit:
-                    state[key] = [float(cost), now + reset_after]
-                    fresh.append(key)
-            else:
-                count = entry[0]
-                reset_after = entry[1] - now
-                if count + cost <= limit:
-                    entry[0] = count + cost
-                    if rate.kind == "concurrent":
-                        renewed.append((entry, entry[1]))
-                        entry[1] = now + rate.window
+                if cost > limit:
+                    self._untake(fixed, reserve, fresh, renewed, len(decisions))
+                    decisions.append((False, limit, window, 1.0 if concurrent else window))
+                    return decisions
+                state[key] = [cost, now + window]
+                fresh |= bit
+                decisions.append((True, limit - cost, 0.0 if concurrent else window, 0.0))
+                continue
+            count = entry[0]
             if count + cost > limit:
-                retry = 1.0 if rate.kind == "concurrent" else reset_after
-                decisions.append(Decision(False, max(0, int(limit - count)), reset_after, retry))
-                self._untake(parts[: len(decisions) - 1], reserve, fresh, renewed)
+                self._untake(fixed, reserve, fresh, renewed, len(decisions))
+                reset_after = entry[1] - now
+                retry = 1.0 if concurrent else reset_after
+                decisions.append((False, max(0, int(limit - count)), reset_after, retry))
                 return decisions
-            if rate.kind == "concurrent":
-                reset_after = 0.0
-            # Decision's own constructor is Python code; this makes the same tuple, faster.
-            remaining = int(limit - count - cost)
-            decisions.append(_tuple_new(Decision, (True, remaining, reset_after, 0.0)))
+            entry[0] = count + cost
+            if concurrent:
+                if renewed is None:
+                    renewed = []
+                renewed.append((entry, entry[1]))
+                entry[1] = now + window
+                decisions.append((True, int(limit - count - cost), 0.0, 0.0))
+            else:
+                decisions.append((True, int(limit - count - cost), entry[1] - now, 0.0))
         return decisions
 
     def _untake(
         self,
-        parts: Sequence[tuple[str, Rate, bool]],
+        fixed: Sequence[FixedPart],
         reserve: int,
-        fresh: list[str],
-        renewed: list[tuple[list[float], float]],
+        fresh: int,
+        renewed: list[tuple[list[float], float]] | None,
+        taken: int,
     ) -> None:
-        """Give back what :meth:`take` took for ``parts`` before a denial: a count it started
-        goes away, others lose the units, and a concurrency count gets its expiry back."""
+        """Give back what :meth:`take` took for the first ``taken`` parts before a denial: a
+        count it started goes away, others lose the units, and a concurrency count gets its
+        expiry back."""
         state = self._state
-        for key, _, tokens in parts:
-            if key in fresh:
+        for bit, key, _, _, _, tokens in fixed[:taken]:
+            if fresh & bit:
                 del state[key]
             else:
                 state[key][0] -= reserve if tokens else 1
-        for entry, expiry in renewed:
+        for entry, expiry in renewed or ():
             entry[1] = expiry
 
+    def settle(self, counts: Sequence[tuple[str, Rate]], units: int) -> None:
+        """:meth:`refund_now` of ``units`` under each key of ``counts`` (fixed windows or
+        concurrency, never smooth), for the limits stage's settlement. Giving back needs no
+        clock: a count whose window ended counts as none, whatever it holds."""
+        if units < 0:
+            # Settled higher than reserved: the excess is taken, in a new window if need be.
+            for key, rate in counts:
+                self.refund_now(key, rate, units)
+            return
+        state = self._state
+        for key, _ in counts:
+            entry = state.get(key)
+            if entry is not None:
+                left = entry[0] - units
+                entry[0] = left if left > 0 else 0
     def _restore(self, saved: list[tuple[str, list[float] | None]]) -> None:
         """Put entries back as ``saved`` found them, latest first (a key saved twice ends as
         its first save had it)."""

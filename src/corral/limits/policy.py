@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
+from corral.limits.memory import FixedPart, fixed_parts
 from corral.limits.rate import Rate
 
 if TYPE_CHECKING:
@@ -57,6 +58,16 @@ HEADER_NAMES: dict[Counts, tuple[bytes, bytes, bytes]] = {
 }
 
 
+class Shown(NamedTuple):
+    """The headers of one kind of limit (requests, tokens) on an answer: the tightest of the
+    checks ``indices`` speaks for all of them. ``limit`` is the header with the size of the
+    first of them, ready made: usually there is only one."""
+
+    indices: tuple[int, ...]
+    limit: tuple[bytes, bytes]
+    names: tuple[bytes, bytes, bytes]
+
+
 class Plan(NamedTuple):
     """The checks on one kind of request, with what admitting and settling it needs to know of
     them, worked out once per plan rather than on every request."""
@@ -64,19 +75,19 @@ class Plan(NamedTuple):
     checks: tuple[Check, ...]
     any_tokens: bool
     """Whether some check counts tokens (then the request reserves tokens)."""
-    shown: tuple[tuple[tuple[bytes, bytes, bytes], tuple[int, ...]], ...]
-    """The checks whose headers an answer carries, grouped by what they count (requests,
-    tokens), with the group's header names: the tightest of each group is shown."""
+    shown: tuple[Shown, ...]
+    """The headers an answer carries, by what the checks count."""
     parts: tuple[tuple[str, Rate, bool], ...]
     """Per check, what a limiter hit needs: the key, the rate, whether it costs the request's
     token reservation (else one unit)."""
-    simple: bool
-    """Whether every check has a key of its own and none is a smooth rate: then a memory
-    limiter takes them in one pass (see ``MemoryLimiter.take``)."""
-    reserved: tuple[Check, ...]
-    """The token budgets: settled with the real count when the answer ends."""
-    held: tuple[Check, ...]
-    """The concurrency limits: their unit is given back when the answer ends."""
+    fixed: tuple[FixedPart, ...] | None
+    """The parts flattened for a memory limiter's one pass (see ``MemoryLimiter.take``), or
+    ``None`` when some check is a smooth rate or shares its key."""
+    reserved: tuple[tuple[str, Rate], ...]
+    """The token budgets' keys and rates: settled with the real count when the answer ends."""
+    held: tuple[tuple[str, Rate], ...]
+    """The concurrency limits' keys and rates: their unit is given back when the answer
+    ends."""
 
 
 def _plan(checks: tuple[Check, ...]) -> Plan:
@@ -84,17 +95,23 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
     for index, check in enumerate(checks):
         if check.counts != "concurrency":
             groups.setdefault(check.counts, []).append(index)
-    shown = tuple((HEADER_NAMES[counts], tuple(indices)) for counts, indices in groups.items())
+    shown = tuple(
+        Shown(
+            tuple(indices),
+            (HEADER_NAMES[counts][0], checks[indices[0]].limit_text),
+            HEADER_NAMES[counts],
+        )
+        for counts, indices in groups.items()
+    )
     parts = tuple((c.key, c.rate, c.counts == "tokens") for c in checks)
     return Plan(
         checks,
         any(tokens for _, _, tokens in parts),
         shown,
         parts,
-        simple=len({c.key for c in checks}) == len(checks)
-        and all(c.rate.kind != "smooth" for c in checks),
-        reserved=tuple(c for c in checks if c.counts == "tokens"),
-        held=tuple(c for c in checks if c.counts == "concurrency"),
+        fixed_parts(parts),
+        reserved=tuple((c.key, c.rate) for c in checks if c.counts == "tokens"),
+        held=tuple((c.key, c.rate) for c in checks if c.counts == "concurrency"),
     )
 
 

@@ -77,6 +77,10 @@ class Decision(NamedTuple):
     retry_after: float = 0.0
 
 
+# A Decision's fields as a plain tuple, which the hot path makes instead (a Decision is one too).
+Verdict = tuple[bool, int, float, float]
+
+
 class LimiterUnavailable(Exception):
     """The limiter's store cannot be reached; the caller decides to fail open or closed."""
 
