@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from corral.limits.rate import Decision, Hit, Rate, Verdict
 
@@ -44,9 +45,9 @@ class MemoryLimiter:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        # key -> [value, expires_at]: the count (fixed, concurrent) or the theoretical arrival
-        # time (smooth).
-        self._state: dict[str, list[float]] = {}
+        # key -> [value, expires_at]: the count (fixed, concurrent; a whole number, so that
+        # what is left is one too) or the theoretical arrival time (smooth).
+        self._state: dict[str, list[Any]] = {}  # [int | float, float]
         self._hits = 0
 
     async def hit(self, key: str, rate: Rate, cost: int = 1) -> Decision:
@@ -76,7 +77,7 @@ class MemoryLimiter:
         entry = self._state.get(key)
         if entry is None or entry[1] <= self._clock():
             return 0.0
-        return entry[0]
+        return float(entry[0])
 
     # The synchronous forms, for callers that know they hold a memory limiter.
 
@@ -92,7 +93,7 @@ class MemoryLimiter:
             return self._smooth(key, rate, cost, now)
         entry = self._state.get(key)
         if entry is None or entry[1] <= now:
-            entry = self._state[key] = [0.0, now + rate.window]
+            entry = self._state[key] = [0, now + rate.window]
         count = entry[0]
         reset_after = entry[1] - now
         if count + cost > rate.limit:
@@ -167,7 +168,7 @@ class MemoryLimiter:
                 self._untake(fixed, reserve, fresh, renewed, len(decisions))
                 reset_after = entry[1] - now
                 retry = 1.0 if concurrent else reset_after
-                decisions.append((False, max(0, int(limit - count)), reset_after, retry))
+                decisions.append((False, max(0, limit - count), reset_after, retry))
                 return decisions
             entry[0] = count + cost
             if concurrent:
@@ -175,9 +176,9 @@ class MemoryLimiter:
                     renewed = []
                 renewed.append((entry, entry[1]))
                 entry[1] = now + window
-                decisions.append((True, int(limit - count - cost), 0.0, 0.0))
+                decisions.append((True, limit - count - cost, 0.0, 0.0))
             else:
-                decisions.append((True, int(limit - count - cost), entry[1] - now, 0.0))
+                decisions.append((True, limit - count - cost, entry[1] - now, 0.0))
         return decisions
 
     def _untake(
@@ -233,9 +234,9 @@ class MemoryLimiter:
             return
         if entry is None or entry[1] <= now:
             if cost < 0:
-                self._state[key] = [float(-cost), now + rate.window]
+                self._state[key] = [-cost, now + rate.window]
             return
-        entry[0] = max(0.0, entry[0] - cost)
+        entry[0] = max(0, entry[0] - cost)
 
     def _smooth(self, key: str, rate: Rate, cost: int, now: float) -> Decision:
         interval = rate.interval

@@ -183,7 +183,7 @@ class LimitPolicy:
         self.max_tokens = settings.max_tokens
         # Keys share few distinct limit sets: each is built once.
         self._overridden: dict[tuple[int | None, ...], list[_Template]] = {}
-        self._memo: dict[tuple[object, ...], Plan] = {}
+        self._memo: dict[tuple[object, ...] | str, Plan] = {}
 
     def applies(self, principal: Principal | None) -> bool:
         """Whether any limit may apply; cheap, for the hot path with limits off."""
@@ -197,16 +197,20 @@ class LimitPolicy:
 
     def plan(self, client_ip: str, principal: Principal | None, model: str | None) -> Plan:
         """:meth:`checks`, looked up in the memo (built on a miss)."""
-        own = (
-            None
-            if principal is None
-            else (principal.label, principal.rpm, principal.tpm, principal.max_concurrency)
-        )
-        if not self._key_model:
-            model = None  # no limit per model: the model changes nothing
-        elif model is not None and len(model) > _MEMO_MODEL_LENGTH:
-            return _plan(tuple(self._build(client_ip, principal, model)))  # not remembered
-        memo_key = (client_ip, own, model)
+        memo_key: tuple[object, ...] | str
+        if principal is None and not self._key_model:
+            memo_key = client_ip  # the usual request without a key: its address says it all
+        else:
+            own = (
+                None
+                if principal is None
+                else (principal.label, principal.rpm, principal.tpm, principal.max_concurrency)
+            )
+            if not self._key_model:
+                model = None  # no limit per model: the model changes nothing
+            elif model is not None and len(model) > _MEMO_MODEL_LENGTH:
+                return _plan(tuple(self._build(client_ip, principal, model)))  # not remembered
+            memo_key = (client_ip, own, model)
         found = self._memo.get(memo_key)
         if found is None:
             if len(self._memo) >= _MEMO_SIZE:

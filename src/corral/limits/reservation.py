@@ -29,17 +29,19 @@ LENGTH_FIELD = {
 
 
 def asked_length(call: Call) -> int | None:
-    """The most tokens ``call`` asks to generate, or ``None`` when it sets no limit."""
+    """The most tokens ``call`` asks to generate, or ``None`` when it sets no limit (or is not
+    a generating call)."""
     field = LENGTH_FIELD.get(call.endpoint)
     if field is None:
         return None
+    fields = call.fields
     if field == "num_predict":
-        options = call.fields.get("options")
-        value = options.get("num_predict") if isinstance(options, dict) else None
+        options = fields.get("options")
+        value = options.get("num_predict") if type(options) is dict else None
     else:
-        value = call.fields.get("max_completion_tokens", call.fields.get(field))
-    # Ollama reads -1 (and -2) as "no limit".
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        value = fields.get("max_completion_tokens", fields.get(field))
+    # Ollama reads -1 (and -2) as "no limit"; ``type`` also turns away booleans.
+    return value if type(value) is int and value > 0 else None
 
 
 def with_length(call: Call, tokens: int) -> Call:
@@ -54,17 +56,16 @@ def with_length(call: Call, tokens: int) -> Call:
     return call._replace(body=orjson.dumps(fields), fields=fields)
 
 
-def prompt_estimate(call: Call) -> int:
-    # Ollama's tokens average about four bytes of text; a third of the body errs high, and the
-    # reservation is settled with the real count anyway.
-    return len(call.body) // 3 + 1
-
-
 def reservation(call: Call, max_tokens: int) -> tuple[Call, int]:
     """The tokens ``call`` reserves, and the call: with ``max_tokens`` as its length limit
     (body included) when it is a generating call that named none."""
     length = asked_length(call)
-    if length is None and call.endpoint in LENGTH_FIELD:
-        length = max_tokens
-        call = with_length(call, length)
-    return call, prompt_estimate(call) + (length or 0)
+    if length is None:
+        if call.endpoint not in LENGTH_FIELD:
+            length = 0
+        else:
+            length = max_tokens
+            call = with_length(call, length)
+    # The prompt: Ollama's tokens average about four bytes of text; a third of the body errs
+    # high, and the reservation is settled with the real count anyway.
+    return call, len(call.body) // 3 + 1 + length
