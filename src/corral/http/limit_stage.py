@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from corral.auth.principal import Principal
     from corral.context import Call
     from corral.http.messages import HeaderList, Request
+    from corral.http.relay import RelayOutcome, RelayResponse
     from corral.observability.metrics import LimitUse, Metrics
     from corral.settings import LimitSettings
 
@@ -67,11 +68,13 @@ _RESET_TEXTS_UP_TO = 3600
 
 def _reset_text(reset_after: float) -> bytes:
     seconds = _ceil(reset_after)
-    text = _reset_texts.get(seconds)
-    if text is None:
-        text = b"%d" % seconds
-        if seconds <= _RESET_TEXTS_UP_TO:
-            _reset_texts[seconds] = text
+    return _reset_texts.get(seconds) or _new_reset_text(seconds)
+
+
+def _new_reset_text(seconds: int) -> bytes:
+    text = b"%d" % seconds
+    if seconds <= _RESET_TEXTS_UP_TO:
+        _reset_texts[seconds] = text
     return text
 
 
@@ -89,12 +92,31 @@ def _limit_headers(
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
-    __slots__ = ("_plan", "_stage", "reserved")
+    __slots__ = ("_plan", "_previous", "_stage", "_state", "_status", "reserved")
 
     def __init__(self, stage: LimitStage, plan: Plan | None, reserved: int) -> None:
         self._stage = stage
         self._plan = plan  # None: nothing was taken (the limiter was down, failing open)
         self.reserved = reserved
+
+    def end_with(self, response: RelayResponse, state: dict[str, Any]) -> None:
+        """:meth:`end` when ``response``'s relay ends, with the tokens its answer reported
+        (``state``'s ``prompt_tokens`` and ``generated_tokens``)."""
+        self._previous = response.on_done
+        self._status = response.status
+        self._state = state
+        response.on_done = self._relayed
+
+    def _relayed(self, outcome: RelayOutcome) -> None:
+        if self._previous is not None:
+            self._previous(outcome)
+        state = self._state
+        prompt, generated = state.get("prompt_tokens"), state.get("generated_tokens")
+        if prompt is not None or generated is not None:
+            self.end((prompt or 0) + (generated or 0))
+        else:
+            # An error answer generated nothing; a cut-off one may have: keep it all.
+            self.end(0 if self._status >= 400 else None)
 
     def end(self, used_tokens: int | None) -> None:
         """Settle: token budgets keep ``used_tokens`` (0 for a cached answer or a failure
@@ -221,10 +243,11 @@ class LimitStage:
                 best = min(indices, key=lambda index: decisions[index][1])
                 decision = decisions[best]
                 limit = (names[0], plan.checks[best].limit_text)
+            reset = _ceil(decision[2])  # reset_after (_reset_text, inlined: every request)
             headers += (
                 limit,
                 (names[1], b"%d" % decision[1]),  # remaining
-                (names[2], _reset_text(decision[2])),  # reset_after
+                (names[2], _reset_texts.get(reset) or _new_reset_text(reset)),
             )
         return Admission(self, plan, reserve)
 

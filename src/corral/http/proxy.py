@@ -175,20 +175,7 @@ class Gateway:
         if not isinstance(response, RelayResponse):
             admission.end(0)  # a cached answer counts as a request, never as tokens
             return response
-        previous = response.on_done
-        status = response.status
-
-        def done(outcome: RelayOutcome) -> None:
-            if previous is not None:
-                previous(outcome)
-            prompt, generated = state.get("prompt_tokens"), state.get("generated_tokens")
-            if prompt is not None or generated is not None:
-                admission.end((prompt or 0) + (generated or 0))
-            else:
-                # An error answer generated nothing; a cut-off one may have: keep it all.
-                admission.end(0 if status >= 400 else None)
-
-        response.on_done = done
+        admission.end_with(response, state)
         return response
 
     async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:
