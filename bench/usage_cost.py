@@ -71,7 +71,7 @@ async def per_request(accounting: RequestAccounting, requests: int, key_id: int)
 async def measure(granularity: str | None, directory: Path) -> float:
     if granularity is None:
         return await per_request(RequestAccounting(None, None), REQUESTS, 1)
-    database = Database(f"sqlite+aiosqlite:///{directory / granularity}.db")
+    database = Database(f"sqlite:///{directory / granularity}.db")
     await database.start()
     try:
         issued = new_key()

@@ -153,7 +153,7 @@ def test_an_unreachable_database_is_one_clear_line() -> None:
     url = "postgresql://corral:pw-s3cret@127.0.0.1:1/corral"
     result = CliRunner().invoke(main, ["keys", "list", "--database-url", url])
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: cannot open the database at postgresql+asyncpg://")
+    assert result.stderr.startswith("Error: cannot open the database at postgresql+psycopg://")
     assert "pw-s3cret" not in result.output
 
 
@@ -166,5 +166,5 @@ def test_serve_refuses_to_start_without_its_key_database(tmp_path: Path) -> None
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "cannot open the database at postgresql+asyncpg://corral:***@127.0.0.1:1" in done.stderr
+    assert "cannot open the database at postgresql+psycopg://corral:***@127.0.0.1:1" in done.stderr
     assert "pw-s3cret" not in done.stderr and "Traceback" not in done.stderr

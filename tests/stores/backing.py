@@ -17,8 +17,9 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
-import asyncpg
+import psycopg
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -43,14 +44,17 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'corral.db'}"
 
 
-def _asyncpg_dsn(url: str) -> str:
+def _libpq_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _admin_connection() -> asyncpg.Connection:
+async def _admin_connection() -> psycopg.AsyncConnection[Any]:
+    # Autocommit: CREATE and DROP DATABASE cannot run inside a transaction.
     try:
-        return await asyncpg.connect(_asyncpg_dsn(POSTGRES_URL), timeout=CONNECT_TIMEOUT)
-    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        return await psycopg.AsyncConnection.connect(
+            _libpq_dsn(POSTGRES_URL), autocommit=True, connect_timeout=int(CONNECT_TIMEOUT)
+        )
+    except (OSError, psycopg.Error, TimeoutError) as exc:
         unavailable(f"PostgreSQL at {make_url(POSTGRES_URL).host}", type(exc).__name__)
         raise
 

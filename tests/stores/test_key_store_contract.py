@@ -57,8 +57,7 @@ async def test_created_key_is_stored_by_digest_and_never_by_plaintext(
     assert record.prefix == issued.prefix and record.digest == issued.digest
     assert record.created_at == NOW and record.status(NOW) == "active"
     assert (record.request_count, record.token_count, record.last_used_at) == (0, 0, None)
-    async with database.engine.connect() as conn:
-        rows = (await conn.execute(sa.text("SELECT * FROM api_keys"))).all()
+    rows = await database.read(lambda conn: conn.execute(sa.text("SELECT * FROM api_keys")).all())
     assert issued.plaintext not in repr(rows)
     assert issued.plaintext[len(issued.prefix) :] not in repr(rows)
 

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from corral.auth.authenticator import Authenticator
 from corral.auth.keyformat import new_key
 from corral.auth.keyring import KeyRing
 from corral.settings import Settings
 from corral.storage import migrate
-from corral.storage.engine import Database, async_url
+from corral.storage.engine import Database, engine_url
 from corral.storage.keys import SqlKeyStore
 from tests.stores.backing import create_postgres_database, drop_postgres_database, sqlite_url
 
@@ -31,9 +30,9 @@ async def test_first_start_creates_the_sqlite_file_in_wal_mode(tmp_path: Path) -
     await database.start()
     try:
         assert (tmp_path / "fresh" / "data" / "corral.db").is_file()
-        async with database.engine.connect() as conn:
-            assert await conn.scalar(sa.text("PRAGMA journal_mode")) == "wal"
-        assert await migrate.current_revision(database.engine) == migrate.HEAD_REVISION
+        mode = await database.read(lambda conn: conn.scalar(sa.text("PRAGMA journal_mode")))
+        assert mode == "wal"
+        assert await database.read(migrate.current_revision) == migrate.HEAD_REVISION
     finally:
         await database.aclose()
 
@@ -42,30 +41,34 @@ async def test_starting_again_on_a_current_database_changes_nothing(database_url
     for _ in range(2):
         database = Database(database_url)
         await database.start()
-        assert await migrate.is_current(database.engine)
+        assert await database.read(migrate.is_current)
         await database.aclose()
+
+
+def insert_version_1_key(conn: sa.Connection, prefix: str, digest: bytes) -> None:
+    columns = {row[1] for row in conn.execute(sa.text("PRAGMA table_info(api_keys)"))}
+    assert "rpm" not in columns and "request_count" not in columns
+    conn.execute(
+        sa.text(
+            "INSERT INTO api_keys (name, description, prefix, digest, created_at,"
+            " updated_at, active) VALUES ('old', 'from 0001', :prefix, :digest,"
+            " '2025-01-02 03:04:05.000000', '2025-01-02 03:04:05.000000', 1)"
+        ),
+        {"prefix": prefix, "digest": digest.hex()},
+    )
+    conn.execute(sa.text("UPDATE key_revision SET version = version + 1"))
 
 
 async def write_version_1_database(url: str, plaintext: str, prefix: str, digest: bytes) -> None:
     """What corral at schema 0001 left behind: the table as it was, and one key in it."""
-    engine = create_async_engine(async_url(url))
+    database = Database(url, migrate=False)
+    await database.start()
     try:
-        await migrate.upgrade(engine, "0001")
-        assert await migrate.current_revision(engine) == "0001"
-        async with engine.begin() as conn:
-            columns = {row[1] for row in (await conn.execute(sa.text("PRAGMA table_info(api_keys)")))}
-            assert "rpm" not in columns and "request_count" not in columns
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO api_keys (name, description, prefix, digest, created_at,"
-                    " updated_at, active) VALUES ('old', 'from 0001', :prefix, :digest,"
-                    " '2025-01-02 03:04:05.000000', '2025-01-02 03:04:05.000000', 1)"
-                ),
-                {"prefix": prefix, "digest": digest.hex()},
-            )
-            await conn.execute(sa.text("UPDATE key_revision SET version = version + 1"))
+        await database.run(migrate.upgrade, "0001")
+        assert await database.read(migrate.current_revision) == "0001"
+        await database.run(insert_version_1_key, prefix, digest)
     finally:
-        await engine.dispose()
+        await database.aclose()
 
 
 async def test_a_version_1_sqlite_database_upgrades_without_losing_keys(tmp_path: Path) -> None:
@@ -76,7 +79,7 @@ async def test_a_version_1_sqlite_database_upgrades_without_losing_keys(tmp_path
     database = Database(url)
     await database.start()  # what a newer corral does on start: upgrade in place
     try:
-        assert await migrate.current_revision(database.engine) == migrate.HEAD_REVISION
+        assert await database.read(migrate.current_revision) == migrate.HEAD_REVISION
         store = SqlKeyStore(database)
         (record,) = await store.list()
         assert (record.name, record.description, record.prefix) == ("old", "from 0001", issued.prefix)
@@ -90,10 +93,7 @@ async def test_a_version_1_sqlite_database_upgrades_without_losing_keys(tmp_path
         ring = KeyRing(store, interval=60)
         await ring.load()
         assert Authenticator(ring).verify(issued.plaintext).name == "old"
-        async with database.engine.connect() as conn:
-            tables = set(
-                await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names())
-            )
+        tables = set(await database.read(lambda conn: sa.inspect(conn).get_table_names()))
         assert {"usage", "webhooks", "webhook_outbox", "key_revision"} <= tables
     finally:
         await database.aclose()
@@ -103,19 +103,30 @@ async def test_postgresql_gets_the_same_schema(postgres_url: str) -> None:
     database = Database(postgres_url)
     await database.start()
     try:
-        async with database.engine.connect() as conn:
-            columns = await conn.run_sync(
-                lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("api_keys")}
-            )
+        columns = await database.read(
+            lambda conn: {c["name"] for c in sa.inspect(conn).get_columns("api_keys")}
+        )
         assert {"digest", "prefix", "models", "rpm", "tpm", "request_count"} <= columns
         assert "plaintext" not in columns and "key" not in columns
     finally:
         await database.aclose()
 
 
-@pytest.mark.parametrize("text", ["postgres://u@h/db", "postgresql://u@h/db", "sqlite:///x.db"])
-def test_database_urls_get_an_async_driver(text: str) -> None:
-    assert async_url(text).drivername in ("postgresql+asyncpg", "sqlite+aiosqlite")
+@pytest.mark.parametrize(
+    ("text", "driver"),
+    [
+        ("postgres://u@h/db", "postgresql+psycopg"),
+        ("postgresql://u@h/db", "postgresql+psycopg"),
+        ("sqlite:///x.db", "sqlite"),
+        # What corral's asynchronous drivers were called: existing settings keep working.
+        ("postgresql+asyncpg://u@h/db", "postgresql+psycopg"),
+        ("sqlite+aiosqlite:///x.db", "sqlite"),
+    ],
+)
+def test_database_urls_get_a_driver_corral_ships(text: str, driver: str) -> None:
+    url = engine_url(text)
+    assert url.drivername == driver
+    assert url.render_as_string().split("://", 1)[1] == text.split("://", 1)[1]
 
 
 def test_the_displayed_url_hides_the_password() -> None:
@@ -152,27 +163,27 @@ async def test_a_new_database_gets_exactly_the_schema_the_migrations_build(
 ) -> None:
     """A new database is created from corral.storage.schema, not by the migrations: the two
     must agree, or an older database upgraded in place would differ from a new one."""
-    created = create_async_engine(async_url(database_url))
     if database_url.startswith("sqlite"):
         stepwise_url = sqlite_url(tmp_path / "stepwise")
         (tmp_path / "stepwise").mkdir()
     else:
         stepwise_url = await create_postgres_database()
-    stepwise = create_async_engine(async_url(stepwise_url))
+    created, stepwise = Database(database_url, migrate=False), Database(stepwise_url, migrate=False)
+    await created.start()
+    await stepwise.start()
     try:
-        await migrate.upgrade(created)  # new: straight from the schema module
+        await created.run(migrate.upgrade)  # new: straight from the schema module
         for revision in ("0001", "0002", migrate.HEAD_REVISION):  # one migration at a time
-            await migrate.upgrade(stepwise, revision)
+            await stepwise.run(migrate.upgrade, revision)
         schemas = []
-        for engine in (created, stepwise):
-            assert await migrate.current_revision(engine) == migrate.HEAD_REVISION
-            async with engine.connect() as conn:
-                schemas.append(await conn.run_sync(schema_of))
+        for database in (created, stepwise):
+            assert await database.read(migrate.current_revision) == migrate.HEAD_REVISION
+            schemas.append(await database.read(schema_of))
         assert schemas[0] == schemas[1]
         assert {"api_keys", "usage", "webhooks", "webhook_outbox"} <= set(schemas[0])
     finally:
-        await created.dispose()
-        await stepwise.dispose()
+        await created.aclose()
+        await stepwise.aclose()
         if not stepwise_url.startswith("sqlite"):
             await drop_postgres_database(stepwise_url)
 

@@ -76,8 +76,7 @@ async def test_given_up_deliveries_and_deleted_webhooks_are_not_claimed(database
     outbox = SqlOutbox(database)
     await outbox.enqueue([(keep.id, "key.revoked", {}), (gone.id, "key.revoked", {})], NOW)
     await store.delete(gone.id)
-    async with database.engine.connect() as conn:
-        left = await conn.scalar(sa.text("SELECT count(*) FROM webhook_outbox"))
+    left = await database.read(lambda conn: conn.scalar(sa.text("SELECT count(*) FROM webhook_outbox")))
     assert left == 1
     (item,) = await outbox.claim(NOW, hold=0, limit=10, max_attempts=1)
     await outbox.failed(item.id, "timeout", NOW)

@@ -102,8 +102,9 @@ async def test_since_until_and_key_narrow_the_report(database: Database) -> None
 
 
 async def row_count(database: Database) -> int:
-    async with database.engine.connect() as conn:
-        return int((await conn.execute(sa.text("SELECT count(*) FROM usage"))).scalar_one())
+    return await database.read(
+        lambda conn: int(conn.execute(sa.text("SELECT count(*) FROM usage")).scalar_one())
+    )
 
 
 async def test_the_writer_batches_and_flushes_everything_on_close(database: Database) -> None:

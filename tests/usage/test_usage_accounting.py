@@ -170,6 +170,8 @@ async def test_per_minute_rows_count_the_requests_of_a_minute(tmp_path: Path) ->
 
 
 async def rows_of(g: Gateway) -> list[dict[str, Any]]:
-    async with g.app.services.database.engine.connect() as conn:
-        result = await conn.execute(sa.text("SELECT * FROM usage ORDER BY id"))
+    def read(conn: sa.Connection) -> list[dict[str, Any]]:
+        result = conn.execute(sa.text("SELECT * FROM usage ORDER BY id"))
         return [dict(row._mapping) for row in result]
+
+    return await g.app.services.database.read(read)

@@ -64,7 +64,7 @@ def run_admin(call: Callable[[], T], settings: Settings) -> T:
     """``call()``, with admin and database errors turned into a one-line message (exit 1)."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from corral.storage.engine import Database, DatabaseUnavailable
+    from corral.storage.engine import Database, DatabaseUnavailable, error_reason
 
     try:
         return call()
@@ -74,8 +74,9 @@ def run_admin(call: Callable[[], T], settings: Settings) -> T:
         raise click.ClickException(str(err)) from None
     except (SQLAlchemyError, OSError) as err:
         where = Database.from_settings(settings).display_url
-        reason = getattr(err, "orig", None) or err
-        raise click.ClickException(f"cannot use the database at {where}: {reason}") from None
+        raise click.ClickException(
+            f"cannot use the database at {where}: {error_reason(err)}"
+        ) from None
 
 
 def store_options(command: Command) -> Command:

@@ -109,8 +109,86 @@ _BUMP = (
 )
 
 
+# The store's SQL, as functions of a connection: Database.run calls each in one transaction on
+# a database thread, Database.read on a connection that commits nothing.
+
+
+def _select(conn: sa.Connection, condition: sa.ColumnElement[bool]) -> Records:
+    rows = conn.execute(sa.select(api_keys).where(condition).order_by(api_keys.c.id)).all()
+    return [_record(row) for row in rows]
+
+
+def _select_one(conn: sa.Connection, condition: sa.ColumnElement[bool]) -> KeyRecord | None:
+    found = _select(conn, condition)
+    return found[0] if found else None
+
+
+def _must_get(conn: sa.Connection, key_id: int) -> KeyRecord:
+    record = _select_one(conn, api_keys.c.id == key_id)
+    if record is None:
+        raise KeyNotFound(f"no key with id {key_id}")
+    return record
+
+
+def _insert(conn: sa.Connection, values: Mapping[str, Any]) -> KeyRecord:
+    result = conn.execute(api_keys.insert().values(dict(values)))
+    conn.execute(_BUMP)
+    key_id = result.inserted_primary_key
+    assert key_id is not None
+    return _must_get(conn, int(key_id[0]))
+
+
+def _write(conn: sa.Connection, key_id: int, values: Mapping[str, Any]) -> KeyRecord:
+    result = conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(dict(values)))
+    if result.rowcount == 0:
+        raise KeyNotFound(f"no key with id {key_id}")
+    conn.execute(_BUMP)
+    return _must_get(conn, key_id)
+
+
+def _revoke(conn: sa.Connection, key_id: int, now: datetime) -> KeyRecord:
+    record = _must_get(conn, key_id)
+    if record.revoked_at is not None:
+        return record
+    return _write(conn, key_id, {"revoked_at": now, "updated_at": now})
+
+
+def _delete(conn: sa.Connection, key_id: int) -> KeyRecord:
+    record = _must_get(conn, key_id)
+    conn.execute(api_keys.delete().where(api_keys.c.id == key_id))
+    conn.execute(_BUMP)
+    return record
+
+
+def _revision(conn: sa.Connection) -> int:
+    return int(conn.scalar(sa.select(key_revision.c.version)) or 0)
+
+
+def _snapshot(conn: sa.Connection) -> tuple[int, Records]:
+    return _revision(conn), _select(conn, sa.true())
+
+
+_ADD_ACTIVITY = (
+    api_keys.update()
+    .where(api_keys.c.id == sa.bindparam("key_id"))
+    .values(
+        request_count=api_keys.c.request_count + sa.bindparam("requests"),
+        token_count=api_keys.c.token_count + sa.bindparam("tokens"),
+        last_used_at=sa.case(
+            (api_keys.c.last_used_at.is_(None), sa.bindparam("used_at")),
+            (api_keys.c.last_used_at < sa.bindparam("used_at"), sa.bindparam("used_at")),
+            else_=api_keys.c.last_used_at,
+        ),
+    )
+)
+
+
+def _add_activity(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(_ADD_ACTIVITY, rows)
+
+
 class SqlKeyStore:
-    """The key store on SQLite or PostgreSQL, through SQLAlchemy's async engine."""
+    """The key store on SQLite or PostgreSQL; every method is one transaction."""
 
     def __init__(self, database: Database, *, now: Callable[[], datetime] = _utcnow) -> None:
         self.database = database
@@ -135,61 +213,46 @@ class SqlKeyStore:
             }
         )
         try:
-            async with self.database.engine.begin() as conn:
-                result = await conn.execute(api_keys.insert().values(values))
-                await conn.execute(_BUMP)
+            return await self.database.run(_insert, values)
         except IntegrityError:
             raise KeyNameTaken(f"a key named {spec.name!r} already exists") from None
-        key_id = result.inserted_primary_key
-        assert key_id is not None
-        return await self._must_get(int(key_id[0]))
 
     async def get(self, key_id: int) -> KeyRecord | None:
-        return await self._one(api_keys.c.id == key_id)
+        return await self.database.read(_select_one, api_keys.c.id == key_id)
 
     async def get_by_name(self, name: str) -> KeyRecord | None:
-        return await self._one(api_keys.c.name == name)
+        return await self.database.read(_select_one, api_keys.c.name == name)
 
     async def get_by_digest(self, digest: bytes) -> KeyRecord | None:
-        return await self._one(api_keys.c.digest == digest.hex())
+        return await self.database.read(_select_one, api_keys.c.digest == digest.hex())
 
     async def find_by_prefix(self, prefix: str) -> Records:
-        return await self._many(api_keys.c.prefix == prefix)
+        return await self.database.read(_select, api_keys.c.prefix == prefix)
 
     async def list(self) -> Records:
-        return await self._many(sa.true())
+        return await self.database.read(_select, sa.true())
 
     async def update(self, key_id: int, changes: KeyChanges) -> KeyRecord:
         values = _column_values(changes.values())
-        if values:
-            await self._write(key_id, {**values, "updated_at": self.now()})
-        return await self._must_get(key_id)
+        if not values:
+            return await self.database.read(_must_get, key_id)
+        try:
+            return await self.database.run(_write, key_id, {**values, "updated_at": self.now()})
+        except IntegrityError:
+            raise KeyNameTaken(f"a key named {values.get('name')!r} already exists") from None
 
     async def revoke(self, key_id: int) -> KeyRecord:
-        record = await self._must_get(key_id)
-        if record.revoked_at is None:
-            now = self.now()
-            await self._write(key_id, {"revoked_at": now, "updated_at": now})
-        return await self._must_get(key_id)
+        return await self.database.run(_revoke, key_id, self.now())
 
     async def delete(self, key_id: int) -> KeyRecord:
-        record = await self._must_get(key_id)
-        async with self.database.engine.begin() as conn:
-            await conn.execute(api_keys.delete().where(api_keys.c.id == key_id))
-            await conn.execute(_BUMP)
-        return record
+        return await self.database.run(_delete, key_id)
 
     async def revision(self) -> int:
-        async with self.database.engine.connect() as conn:
-            version = await conn.scalar(sa.select(key_revision.c.version))
-        return int(version or 0)
+        return await self.database.read(_revision)
 
     async def snapshot(self) -> tuple[int, Records]:
         """The revision and every key, read together (one transaction, one consistent view)."""
-        async with self.database.engine.begin() as conn:
-            version = await conn.scalar(sa.select(key_revision.c.version))
-            rows = (await conn.execute(sa.select(api_keys).order_by(api_keys.c.id))).all()
-        return int(version or 0), [_record(row) for row in rows]
+        return await self.database.run(_snapshot)
 
     async def record_activity(self, batch: Mapping[int, Activity]) -> None:
         """Add each key's counts and move its last use forward; one transaction per batch.
@@ -198,19 +261,6 @@ class SqlKeyStore:
         """
         if not batch:
             return
-        statement = (
-            api_keys.update()
-            .where(api_keys.c.id == sa.bindparam("key_id"))
-            .values(
-                request_count=api_keys.c.request_count + sa.bindparam("requests"),
-                token_count=api_keys.c.token_count + sa.bindparam("tokens"),
-                last_used_at=sa.case(
-                    (api_keys.c.last_used_at.is_(None), sa.bindparam("used_at")),
-                    (api_keys.c.last_used_at < sa.bindparam("used_at"), sa.bindparam("used_at")),
-                    else_=api_keys.c.last_used_at,
-                ),
-            )
-        )
         rows = [
             {
                 "key_id": key_id,
@@ -220,32 +270,4 @@ class SqlKeyStore:
             }
             for key_id, a in sorted(batch.items())  # one lock order for concurrent writers
         ]
-        async with self.database.engine.begin() as conn:
-            await conn.execute(statement, rows)
-
-    async def _write(self, key_id: int, values: Mapping[str, Any]) -> None:
-        try:
-            async with self.database.engine.begin() as conn:
-                result = await conn.execute(
-                    api_keys.update().where(api_keys.c.id == key_id).values(dict(values))
-                )
-                if result.rowcount == 0:
-                    raise KeyNotFound(f"no key with id {key_id}")
-                await conn.execute(_BUMP)
-        except IntegrityError:
-            raise KeyNameTaken(f"a key named {values.get('name')!r} already exists") from None
-
-    async def _must_get(self, key_id: int) -> KeyRecord:
-        record = await self.get(key_id)
-        if record is None:
-            raise KeyNotFound(f"no key with id {key_id}")
-        return record
-
-    async def _one(self, condition: sa.ColumnElement[bool]) -> KeyRecord | None:
-        found = await self._many(condition)
-        return found[0] if found else None
-
-    async def _many(self, condition: sa.ColumnElement[bool]) -> Records:
-        async with self.database.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(api_keys).where(condition).order_by("id"))).all()
-        return [_record(row) for row in rows]
+        await self.database.run(_add_activity, rows)

@@ -5,9 +5,13 @@ corral's tables yet) gets the newest schema straight from :mod:`corral.storage.s
 with the head revision as Alembic would stamp it: neither loads Alembic, which a long-running
 corral would otherwise carry in memory for nothing (about 12 MB with its templating and
 highlighting libraries). A test holds the two schemas together. Only an older database goes
-through the migrations::
+through the migrations.
 
-    await upgrade(engine)            # no-op when current; else every step up to the head
+Everything here is synchronous, as Alembic is: :class:`corral.storage.engine.Database` runs it
+on its own threads, each step on a connection it hands over::
+
+    if not await database.read(is_current):
+        await database.run(upgrade)       # every step up to the head, in one transaction
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -39,18 +42,6 @@ def _config(connection: sa.Connection | None) -> Config:
     return config
 
 
-def upgrade_sync(connection: sa.Connection, revision: str = HEAD) -> None:
-    from alembic import command
-
-    command.upgrade(_config(connection), revision)
-
-
-def current_sync(connection: sa.Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
-    return MigrationContext.configure(connection).get_current_revision()
-
-
 def script_head() -> str | None:
     """The head revision according to the migration scripts themselves."""
     from alembic.script import ScriptDirectory
@@ -58,16 +49,23 @@ def script_head() -> str | None:
     return ScriptDirectory.from_config(_config(None)).get_current_head()
 
 
-async def is_current(engine: AsyncEngine) -> bool:
-    async with engine.connect() as conn:
-        try:
-            found = await conn.scalar(sa.text("SELECT version_num FROM alembic_version"))
-        except DBAPIError:  # no such table: a new database
-            return False
+def is_current(connection: sa.Connection) -> bool:
+    """Whether the database is at :data:`HEAD_REVISION`. On PostgreSQL a failed query spoils
+    its transaction: ask on a connection of its own (``Database.read``)."""
+    try:
+        found = connection.scalar(sa.text("SELECT version_num FROM alembic_version"))
+    except DBAPIError:  # no such table: a new database
+        return False
     return bool(found == HEAD_REVISION)
 
 
-def is_new_sync(connection: sa.Connection) -> bool:
+def current_revision(connection: sa.Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def is_new(connection: sa.Connection) -> bool:
     """Whether the database holds none of corral's tables (other tables may share it)."""
     from corral.storage.schema import metadata
 
@@ -75,7 +73,7 @@ def is_new_sync(connection: sa.Connection) -> bool:
     return not ours & set(sa.inspect(connection).get_table_names())
 
 
-def create_at_head_sync(connection: sa.Connection) -> None:
+def create_at_head(connection: sa.Connection) -> None:
     """The newest schema in a new database, and the version table Alembic would have left."""
     from corral.storage.schema import key_revision, metadata
 
@@ -92,20 +90,15 @@ def create_at_head_sync(connection: sa.Connection) -> None:
     connection.execute(version.insert().values(version_num=HEAD_REVISION))
 
 
-async def upgrade(engine: AsyncEngine, revision: str = HEAD) -> None:
-    """Bring the database at ``engine`` to ``revision`` (the newest schema by default)."""
-    if revision == HEAD and await is_current(engine):
+def upgrade(connection: sa.Connection, revision: str = HEAD) -> None:
+    """Bring the database to ``revision`` (the newest schema by default), within the
+    transaction of ``connection``: every step lands together or none does."""
+    if connection.dialect.name == "postgresql":
+        # Held until this transaction ends: the second instance then finds nothing to do.
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
+    if revision == HEAD and is_new(connection):
+        create_at_head(connection)
         return
-    async with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # Held until this transaction ends: the second instance then finds nothing to do.
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
-        if revision == HEAD and await conn.run_sync(is_new_sync):
-            await conn.run_sync(create_at_head_sync)
-        else:
-            await conn.run_sync(upgrade_sync, revision)
+    from alembic import command
 
-
-async def current_revision(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as conn:
-        return await conn.run_sync(current_sync)
+    command.upgrade(_config(connection), revision)

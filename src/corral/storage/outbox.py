@@ -64,6 +64,34 @@ def _item(row: sa.Row[Any]) -> OutboxItem:
     )
 
 
+def _claim(conn: sa.Connection, statement: sa.Select[Any], until: datetime) -> list[OutboxItem]:
+    table = webhook_outbox
+    claimed: list[OutboxItem] = []
+    for row in conn.execute(statement).all():
+        item = _item(row)
+        # Taken only if nobody moved it since it was read.
+        result = conn.execute(
+            table.update()
+            .where(table.c.id == item.id, table.c.next_attempt_at == item.next_attempt_at)
+            .values(next_attempt_at=until)
+        )
+        if result.rowcount == 1:
+            claimed.append(item)
+    return claimed
+
+
+def _insert(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    conn.execute(webhook_outbox.insert(), rows)
+
+
+def _update(conn: sa.Connection, item_id: int, values: dict[str, Any]) -> None:
+    conn.execute(webhook_outbox.update().where(webhook_outbox.c.id == item_id).values(values))
+
+
+def _items(conn: sa.Connection, statement: sa.Select[Any]) -> list[OutboxItem]:
+    return [_item(row) for row in conn.execute(statement)]
+
+
 class SqlOutbox:
     """The ``webhook_outbox`` table on SQLite or PostgreSQL."""
 
@@ -84,8 +112,7 @@ class SqlOutbox:
             }
             for webhook_id, event, payload in owed
         ]
-        async with self.database.engine.begin() as conn:
-            await conn.execute(webhook_outbox.insert(), rows)
+        await self.database.run(_insert, rows)
 
     async def claim(
         self, now: datetime, *, hold: float, limit: int, max_attempts: int
@@ -104,21 +131,7 @@ class SqlOutbox:
             .order_by(table.c.next_attempt_at, table.c.id)
             .limit(limit)
         )
-        until = now + timedelta(seconds=hold)
-        claimed: list[OutboxItem] = []
-        async with self.database.engine.begin() as conn:
-            rows = (await conn.execute(statement)).all()
-            for row in rows:
-                item = _item(row)
-                # Taken only if nobody moved it since it was read.
-                result = await conn.execute(
-                    table.update()
-                    .where(table.c.id == item.id, table.c.next_attempt_at == item.next_attempt_at)
-                    .values(next_attempt_at=until)
-                )
-                if result.rowcount == 1:
-                    claimed.append(item)
-        return claimed
+        return await self.database.run(_claim, statement, now + timedelta(seconds=hold))
 
     async def delivered(self, item_id: int, now: datetime) -> None:
         await self._set(
@@ -138,12 +151,7 @@ class SqlOutbox:
         statement = sa.select(webhook_outbox).order_by(webhook_outbox.c.id.desc()).limit(limit)
         if webhook_id is not None:
             statement = statement.where(webhook_outbox.c.webhook_id == webhook_id)
-        async with self.database.engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return [_item(row) for row in rows]
+        return await self.database.read(_items, statement)
 
     async def _set(self, item_id: int, **values: Any) -> None:
-        async with self.database.engine.begin() as conn:
-            await conn.execute(
-                webhook_outbox.update().where(webhook_outbox.c.id == item_id).values(**values)
-            )
+        await self.database.run(_update, item_id, values)

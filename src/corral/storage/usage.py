@@ -166,6 +166,41 @@ def _sqlite_time(ts: float) -> str:
     return moment.isoformat(" ", "microseconds")
 
 
+def _insert_rows(conn: sa.Connection, sql: str, rows: list[tuple[object, ...]]) -> None:
+    conn.exec_driver_sql(sql, rows)
+
+
+def _insert_rows_of_live_keys(
+    conn: sa.Connection, sql: str, rows: list[tuple[object, ...]]
+) -> None:
+    """Insert ``rows``, each whose key is gone as a row without a stored key."""
+    ids = {row[_KEY_ID] for row in rows if row[_KEY_ID] is not None}
+    alive = set(conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id.in_(ids))).scalars())
+    kept = [
+        row if row[_KEY_ID] is None or row[_KEY_ID] in alive
+        else (*row[:_KEY_ID], None, *row[_KEY_ID + 1 :])
+        for row in rows
+    ]  # fmt: skip
+    conn.exec_driver_sql(sql, kept)
+
+
+def _totals(conn: sa.Connection, statement: sa.Select[Any]) -> list[UsageTotals]:
+    return [
+        UsageTotals(
+            group=None if row.grp is None else str(row.grp),
+            name=row.name,
+            requests=int(row.requests),
+            errors=int(row.errors or 0),
+            prompt_tokens=int(row.prompt),
+            completion_tokens=int(row.completion),
+            duration_ms=round(float(row.duration), 3),
+            ttft_ms=round(float(row.ttft), 3),
+            queue_ms=round(float(row.queue), 3),
+        )
+        for row in conn.execute(statement)
+    ]
+
+
 class SqlUsageStore:
     """The ``usage`` table on SQLite or PostgreSQL."""
 
@@ -179,8 +214,8 @@ class SqlUsageStore:
             return
         # Plain tuples through the driver's executemany: no per-row deep copy, no statement
         # compilation per batch. With usage kept per request, at thousands of requests a
-        # second, this writer shares the event loop with the relay: its cost per row is the
-        # relay's cost too.
+        # second, this runs on a database thread but under the same interpreter lock as the
+        # relay: its cost per row is the relay's cost too.
         when = _sqlite_time if self.database.is_sqlite else _aware_time
         # A model's name is the client's to choose: one longer than its column would fail the
         # whole batch on PostgreSQL, again at every retry, so it is cut to fit.
@@ -194,39 +229,19 @@ class SqlUsageStore:
             for r in batch
         ]  # fmt: skip
         try:
-            async with self.database.engine.begin() as conn:
-                await conn.exec_driver_sql(self._insert_sql(), rows)
+            await self.database.run(_insert_rows, self._insert_sql(), rows)
         except sa.exc.IntegrityError:
             # A key deleted after its requests ended but before their rows were written:
             # the rows are kept, as requests without a stored key (what ON DELETE SET NULL
             # would have made of them a moment later).
-            rows = await self._without_deleted_keys(rows)
-            async with self.database.engine.begin() as conn:
-                await conn.exec_driver_sql(self._insert_sql(), rows)
-
-    async def _without_deleted_keys(
-        self, rows: list[tuple[object, ...]]
-    ) -> list[tuple[object, ...]]:
-        ids = {row[_KEY_ID] for row in rows if row[_KEY_ID] is not None}
-        async with self.database.engine.connect() as conn:
-            found = await conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id.in_(ids)))
-            alive = set(found.scalars())
-        return [
-            row if row[_KEY_ID] is None or row[_KEY_ID] in alive
-            else (*row[:_KEY_ID], None, *row[_KEY_ID + 1 :])
-            for row in rows
-        ]  # fmt: skip
+            await self.database.run(_insert_rows_of_live_keys, self._insert_sql(), rows)
 
     def _insert_sql(self) -> str:
         if self._insert is None:
-            marks = (
-                ["?"] * len(_INSERT_COLUMNS)
-                if self.database.is_sqlite
-                else [f"${i}" for i in range(1, len(_INSERT_COLUMNS) + 1)]
-            )
-            self._insert = (
-                f"INSERT INTO usage ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(marks)})"
-            )
+            # The drivers' own placeholders: sqlite3's qmark, psycopg's format style.
+            mark = "?" if self.database.is_sqlite else "%s"
+            marks = ", ".join([mark] * len(_INSERT_COLUMNS))
+            self._insert = f"INSERT INTO usage ({', '.join(_INSERT_COLUMNS)}) VALUES ({marks})"
         return self._insert
 
     async def query(self, query: UsageQuery) -> list[UsageTotals]:
@@ -257,22 +272,7 @@ class SqlUsageStore:
             statement = statement.where(usage.c.ts < query.until)
         if query.key_id is not None:
             statement = statement.where(usage.c.key_id == query.key_id)
-        async with self.database.engine.connect() as conn:
-            rows = (await conn.execute(statement)).all()
-        return [
-            UsageTotals(
-                group=None if row.grp is None else str(row.grp),
-                name=row.name,
-                requests=int(row.requests),
-                errors=int(row.errors or 0),
-                prompt_tokens=int(row.prompt),
-                completion_tokens=int(row.completion),
-                duration_ms=round(float(row.duration), 3),
-                ttft_ms=round(float(row.ttft), 3),
-                queue_ms=round(float(row.queue), 3),
-            )
-            for row in rows
-        ]
+        return await self.database.read(_totals, statement)
 
 
 def _aware_time(ts: float) -> datetime:

@@ -109,6 +109,35 @@ def _record(row: sa.Row[Any]) -> WebhookRecord:
     )
 
 
+def _select(conn: sa.Connection, webhook_id: int) -> WebhookRecord | None:
+    row = conn.execute(sa.select(webhooks).where(webhooks.c.id == webhook_id)).first()
+    return None if row is None else _record(row)
+
+
+def _select_all(conn: sa.Connection) -> list[WebhookRecord]:
+    return [_record(row) for row in conn.execute(sa.select(webhooks).order_by(webhooks.c.id))]
+
+
+def _insert(conn: sa.Connection, values: dict[str, Any]) -> WebhookRecord:
+    key = conn.execute(webhooks.insert().values(values)).inserted_primary_key
+    assert key is not None
+    found = _select(conn, int(key[0]))
+    assert found is not None
+    return found
+
+
+def _delete(conn: sa.Connection, webhook_id: int, *, cascade: bool) -> WebhookRecord:
+    found = _select(conn, webhook_id)
+    if found is None:
+        raise WebhookNotFound(f"no webhook with id {webhook_id}")
+    if cascade:
+        from corral.storage.schema import webhook_outbox
+
+        conn.execute(webhook_outbox.delete().where(webhook_outbox.c.webhook_id == webhook_id))
+    conn.execute(webhooks.delete().where(webhooks.c.id == webhook_id))
+    return found
+
+
 class SqlWebhookStore:
     """The ``webhooks`` table on SQLite or PostgreSQL."""
 
@@ -124,38 +153,15 @@ class SqlWebhookStore:
             "active": True,
             "created_at": self.now(),
         }
-        async with self.database.engine.begin() as conn:
-            result = await conn.execute(webhooks.insert().values(values))
-        key = result.inserted_primary_key
-        assert key is not None
-        found = await self.get(int(key[0]))
-        assert found is not None
-        return found
+        return await self.database.run(_insert, values)
 
     async def get(self, webhook_id: int) -> WebhookRecord | None:
-        async with self.database.engine.connect() as conn:
-            row = (
-                await conn.execute(sa.select(webhooks).where(webhooks.c.id == webhook_id))
-            ).first()
-        return None if row is None else _record(row)
+        return await self.database.read(_select, webhook_id)
 
     async def list(self) -> list[WebhookRecord]:
-        async with self.database.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(webhooks).order_by(webhooks.c.id))).all()
-        return [_record(row) for row in rows]
+        return await self.database.read(_select_all)
 
     async def delete(self, webhook_id: int) -> WebhookRecord:
         """Remove the subscription and, with it, its undelivered outbox entries."""
-        found = await self.get(webhook_id)
-        if found is None:
-            raise WebhookNotFound(f"no webhook with id {webhook_id}")
-        async with self.database.engine.begin() as conn:
-            if self.database.is_sqlite:
-                # SQLite cascades only with foreign_keys=ON, which a hand-opened file may lack.
-                from corral.storage.schema import webhook_outbox
-
-                await conn.execute(
-                    webhook_outbox.delete().where(webhook_outbox.c.webhook_id == webhook_id)
-                )
-            await conn.execute(webhooks.delete().where(webhooks.c.id == webhook_id))
-        return found
+        # SQLite cascades only with foreign_keys=ON, which a hand-opened file may lack.
+        return await self.database.run(_delete, webhook_id, cascade=self.database.is_sqlite)
