@@ -53,6 +53,25 @@ __all__ = [
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to the backend; carries one request at a time."""
 
+    # One per open stream, as many as there are client connections: no __dict__ each.
+    __slots__ = (
+        "_drain_waiter",
+        "_head_request",
+        "_headers",
+        "_headers_waiter",
+        "_last_read",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_response",
+        "_timer",
+        "_write_paused",
+        "closed",
+        "received",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
         self._loop = pool.loop

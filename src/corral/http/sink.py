@@ -30,6 +30,20 @@ def status_line(status: int) -> bytes:
 class ResponseWriter:
     """Framing for one connection's responses; the connection sets the fields below."""
 
+    __slots__ = (
+        "_chunked",
+        "_closed",
+        "_current",
+        "_drain_waiter",
+        "_flow",
+        "_head",
+        "_head_only",
+        "_keep_alive",
+        "_loop",
+        "_transport",
+        "_write_paused",
+    )
+
     _transport: asyncio.Transport | None
     _loop: asyncio.AbstractEventLoop
     _current: Request | None
