@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from corral.http.messages import Request, Response, StreamResponse
+from corral.http.messages import Request, Response, ResponseSink, StreamResponse
 from corral.http.server import HttpServer, ServerLimits
 from tests.rawhttp import RawClient, read_response
 
@@ -183,6 +183,85 @@ async def test_idle_keep_alive_connection_is_closed(server: HttpServer) -> None:
     async with RawClient(server.port) as c:
         await c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await c.response()
+        assert await asyncio.wait_for(c.reader.read(), timeout=5) == b""
+
+
+class HeldStream(Response):
+    """A streamed answer as the relay sends one: it listens for flow control, writes a first
+    line, and ends only when the test lets it go."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        super().__init__(200)
+        self.release = release
+
+    async def send(self, sink: ResponseSink) -> None:
+        sink.write_head(200, [], chunked=True)
+        sink.set_flow_listener(self)
+        sink.write(b"first\n")
+        await self.release.wait()
+        sink.write(b"last\n")
+        sink.set_flow_listener(None)
+        sink.end()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[tuple[HttpServer, asyncio.Event]]:
+    release = asyncio.Event()
+
+    async def handle(request: Request) -> Response:
+        return HeldStream(release) if request.path == "/held" else await echo(request)
+
+    srv = HttpServer(handle, ServerLimits(header_timeout=0.3, keepalive_timeout=0.3))
+    await srv.start("127.0.0.1", 0)
+    yield srv, release
+    release.set()
+    await srv.aclose(grace=1)
+
+
+async def test_request_sent_during_a_streamed_answer_is_answered_after_it(
+    held: tuple[HttpServer, asyncio.Event],
+) -> None:
+    server, release = held
+    async with RawClient(server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        # The connection let go of its parser while the answer streams: these bytes bring it back.
+        await c.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        release.set()
+        assert await asyncio.wait_for(c.reader.readuntil(b"0\r\n\r\n"), timeout=5)
+        status, _, body = await c.response()
+    assert (status, body) == (200, b"GET /next |")
+
+
+async def test_slow_head_sent_during_a_streamed_answer_closes_the_connection(
+    held: tuple[HttpServer, asyncio.Event],
+) -> None:
+    server, _ = held
+    async with RawClient(server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        # Half a head, never finished: its deadline holds even though the answer had no timer.
+        await c.send(b"GET /next HT")
+        rest = await asyncio.wait_for(c.reader.read(), timeout=5)
+    assert b"last" not in rest
+
+
+async def test_connection_idle_after_a_streamed_answer_is_closed(
+    held: tuple[HttpServer, asyncio.Event],
+) -> None:
+    server, release = held
+    async with RawClient(server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        release.set()
+        assert await asyncio.wait_for(c.reader.readuntil(b"0\r\n\r\n"), timeout=5)
+        # The answer's end armed the idle deadline again.
         assert await asyncio.wait_for(c.reader.read(), timeout=5) == b""
 
 

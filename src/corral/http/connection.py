@@ -68,7 +68,8 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         self._limits = server.limits
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        # Made when bytes arrive, dropped while a streamed answer goes out (see _rest).
+        self._parser: httptools.HttpRequestParser | None = None
         self.client: tuple[str, int] = ("", 0)
         # request being parsed
         self._url = b""
@@ -145,9 +146,27 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def set_flow_listener(self, listener: FlowListener | None) -> None:
+        super().set_flow_listener(listener)
+        if listener is not None:
+            self._rest()
+
+    def _rest(self) -> None:
+        """A streamed answer has begun. It can run for minutes, and its client sends nothing
+        meanwhile: let go of the parser and the watchdog timer (some 1.5 KB a connection, over
+        hundreds of open streams). The client's next bytes bring the parser back, the answer's
+        end the timer. A request that asked to close keeps its parser, which refuses more."""
+        if self._parsing or not self._keep_alive:
+            return
+        self._cancel_timer()
+        self._parser = None
+
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
             # httptools wraps what our callbacks raise; the cause is the exception's context.
             cause = err.__context__
@@ -220,6 +239,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             stream_body is not None
             and self._task is None
             and (self._content_length != b"0")
+            and self._parser is not None  # this runs in its callbacks
             and stream_body(self._parser.get_method(), self._url)
         ):
             self._start_streamed()
@@ -274,6 +294,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
 
     def _build_request(self) -> Request:
         parser = self._parser
+        assert parser is not None  # this runs in its callbacks
         url = httptools.parse_url(self._url) if self._url else None
         path = url.path.decode("latin-1") if url is not None and url.path else "/"
         query = url.query.decode("latin-1") if url is not None and url.query else ""
@@ -405,8 +426,9 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
                 self._close()
                 return
         else:
-            # Busy answering: the upstream side has its own deadlines. Look again later.
-            due = now + timeout
+            # Busy answering, nothing being read: nothing to watch (the upstream side has its
+            # own deadlines). The next request's first bytes, or this answer's end, re-arm it.
+            return
         self._arm(due - now)
 
     def _close(self) -> None:
