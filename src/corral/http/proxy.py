@@ -18,8 +18,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from corral.backends.models import keep_alive_seconds
 from corral.backends.upstream import (
     UpstreamConnectError,
@@ -149,8 +147,8 @@ class Gateway:
             raise MethodNotAllowed(f"method {request.method} not allowed", allow="GET, HEAD")
         if self.services.settings.metrics_require_token:
             self.services.admin.authorize(request)
-        body = self.services.metrics.render()
-        return Response(200, body, [(b"Content-Type", CONTENT_TYPE_LATEST.encode())])
+        metrics = self.services.metrics
+        return Response(200, metrics.render(), [(b"Content-Type", metrics.content_type)])
 
     # ---- route, queue and relay -----------------------------------------------------------
 
