@@ -59,14 +59,13 @@ class UpstreamConnection(asyncio.Protocol):
         "_head_request",
         "_headers",
         "_headers_waiter",
-        "_last_read",
         "_loop",
         "_parser",
         "_pool",
         "_response",
-        "_timer",
         "_write_paused",
         "closed",
+        "last_read",
         "received",
         "reused",
         "transport",
@@ -84,8 +83,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: HeaderList = []
         self._headers_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
-        self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0  # the pool's read deadline (UpstreamPool._watch) counts from here
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -96,7 +94,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        self._last_read = self._loop.time()
+        self.last_read = self._loop.time()
         response = self._response
         if response is not None:
             response._begin_read()
@@ -111,7 +109,6 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool.forget(self)
-        self._stop_timer()
         response = self._response
         if (
             response is not None
@@ -169,7 +166,7 @@ class UpstreamConnection(asyncio.Protocol):
         response = UpstreamResponse(self, status, self._headers, parser.should_keep_alive())
         self._response = response
         self._headers = []
-        waiter = self._headers_waiter
+        waiter, self._headers_waiter = self._headers_waiter, None  # the response is in charge now
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
         if self._head_request:
@@ -216,19 +213,18 @@ class UpstreamConnection(asyncio.Protocol):
             parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
-        self._headers_waiter = self._loop.create_future()
-        self._last_read = self._loop.time()
-        if self._timer is None:
-            self._start_timer(self._pool.read_timeout)
+        waiter = self._headers_waiter = self._loop.create_future()
+        self.last_read = self._loop.time()
+        self._pool.watch()
         self.transport.write(b"".join(parts))
-        return self._headers_waiter
+        return waiter
 
     def release(self, reusable: bool) -> None:
         """Back to the pool if the exchange ended cleanly, else closed."""
         self._headers_waiter = None
         self._response = None
         if reusable and not self.closed:
-            # The read timer stays: it notices on its own that nothing is in progress.
+            # Not busy any more: the pool's read deadline passes it by.
             self._pool.put_idle(self)
         else:
             self._abort()
@@ -242,36 +238,17 @@ class UpstreamConnection(asyncio.Protocol):
         if response is not None and not response.complete:
             response._on_failure(str(failure))
 
+    @property
+    def busy(self) -> bool:
+        """An exchange is under way: its headers or the rest of its body are still to come."""
+        response = self._response
+        return self._headers_waiter is not None or (response is not None and not response.complete)
+
     def _abort(self) -> None:
-        self._stop_timer()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
             self._pool.forget(self)
-
-    # ---- read timeout: one lazy timer, re-armed only when it fires --------------------------
-
-    def _start_timer(self, delay: float) -> None:
-        if self._timer is None and delay > 0:
-            self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        response = self._response
-        if self._headers_waiter is None and (response is None or response.complete):
-            return  # idle in the pool: no deadline
-        timeout = self._pool.read_timeout
-        idle = self._loop.time() - self._last_read
-        if idle < timeout:
-            self._start_timer(timeout - idle)
-            return
-        self._fail(UpstreamReadTimeout(f"backend sent nothing for {timeout:g}s"))
-        self._abort()
 
 
 class UpstreamPool:
@@ -295,6 +272,7 @@ class UpstreamPool:
         self._idle: deque[UpstreamConnection] = deque()
         self._all: set[UpstreamConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -384,6 +362,34 @@ class UpstreamPool:
         self._all.add(protocol)
         return protocol
 
+    # ---- read timeout: one lazy timer for the pool, re-armed only when it fires ---------------
+
+    def watch(self) -> None:
+        """A connection began an exchange: make sure the read deadline is being kept.
+
+        One timer for the whole pool rather than one per connection (half a kilobyte each, on
+        every open stream): every connection has the same read_timeout, so one that starts an
+        exchange never has an earlier deadline than those already watched."""
+        if self._timer is None and self.read_timeout > 0:
+            self._timer = self.loop.call_later(self.read_timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        timeout = self.read_timeout
+        earliest: float | None = None
+        for conn in list(self._all):
+            if not conn.busy:
+                continue  # idle in the pool: no deadline
+            due = conn.last_read + timeout
+            if now >= due:
+                conn._fail(UpstreamReadTimeout(f"backend sent nothing for {timeout:g}s"))
+                conn._abort()
+            elif earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._timer = self.loop.call_later(earliest - now, self._on_timer)
+
     def put_idle(self, conn: UpstreamConnection) -> None:
         if len(self._idle) >= self.max_idle:
             conn._abort()
@@ -400,6 +406,9 @@ class UpstreamPool:
         return len(self._all)
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for conn in list(self._all):
             conn._abort()
         self._idle.clear()
