@@ -102,10 +102,7 @@ class RelayResponse(Response):
     async def send(self, sink: ResponseSink) -> None:
         upstream = self._upstream
         chunked = upstream.chunked_upstream or upstream.length_unknown
-        headers = self.headers
-        if chunked:
-            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
-        sink.write_head(self.status, headers, chunked=chunked)
+        self._write_head(sink, chunked)
         self._sink = sink
         self._chunked = chunked
         try:
@@ -129,6 +126,16 @@ class RelayResponse(Response):
             if self.on_done is not None:
                 callback, self.on_done = self.on_done, None
                 callback(self.outcome)
+
+    def _write_head(self, sink: ResponseSink, chunked: bool) -> None:
+        headers = self.headers
+        if chunked:
+            headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
+        sink.write_head(self.status, headers, chunked=chunked)
+        # Written (the sink holds the head's bytes until the first body bytes): a stream can
+        # last minutes, and nothing reads these again, so neither side keeps them meanwhile.
+        self.headers = []
+        self._upstream.headers = []
 
     # ---- BodySink: called from the upstream connection's callbacks --------------------------
 
