@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
@@ -153,6 +154,45 @@ async def test_stream_cut_mid_way_ends_with_an_error_line(client: httpx.AsyncCli
     assert lines[0]["response"] == "a"
     assert "error" in lines[-1]
     assert any(e.get("error") for e in log.entries if e["route"] == "/api/generate")
+
+
+async def test_streaming_answer_keeps_no_copy_of_its_large_request(
+    client: httpx.AsyncClient,
+) -> None:
+    release = asyncio.Event()
+
+    async def stream_until_released(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for line in (b'{"message":{"content":"a"},"done":false}\n', None):
+            if line is None:
+                await release.wait()
+                line = b'{"done":true}\n'
+            w.write(b"%x\r\n%b\r\n" % (len(line), line))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+
+    # A long conversation: what corral holds of it while the answer streams is measured.
+    prompt = "x" * 2_000_000
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+    async with ScriptedBackend(stream_until_released) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            tracemalloc.start()
+            try:
+                async with client.stream("POST", app.url + "/api/chat", content=body) as r:
+                    lines = r.aiter_lines()
+                    assert "content" in await anext(lines)
+                    held = tracemalloc.take_snapshot().filter_traces(
+                        [tracemalloc.Filter(True, "*/src/corral/*")]
+                    )
+                    release.set()
+                    assert [orjson.loads(line) async for line in lines] == [{"done": True}]
+            finally:
+                tracemalloc.stop()
+    assert sum(stat.size for stat in held.statistics("filename")) < len(prompt) // 2
 
 
 async def test_fixed_length_answer_cut_mid_way_is_not_passed_off_as_whole() -> None:

@@ -153,13 +153,16 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
 
     def _rest(self) -> None:
         """A streamed answer has begun. It can run for minutes, and its client sends nothing
-        meanwhile: let go of the parser and the watchdog timer (some 1.5 KB a connection, over
-        hundreds of open streams). The client's next bytes bring the parser back, the answer's
+        meanwhile: let go of what reading requests holds, the last one's head and body (its
+        Request has them), the parser and the watchdog timer: some 2 KB a connection, over
+        hundreds of open streams. The client's next bytes bring the parser back, the answer's
         end the timer. A request that asked to close keeps its parser, which refuses more."""
-        if self._parsing or not self._keep_alive:
-            return
-        self._cancel_timer()
-        self._parser = None
+        if self._parsing:
+            return  # a pipelined request is arriving: all of it is in use
+        self._url, self._headers, self._body = b"", [], []
+        if self._keep_alive:
+            self._cancel_timer()
+            self._parser = None
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser

@@ -34,7 +34,7 @@ from corral.errors import (
 from corral.http import routes
 from corral.http.calls import parse_call, upstream_headers
 from corral.http.errors import render_error
-from corral.http.messages import HeaderList, Request, Response
+from corral.http.messages import HeaderList, Headers, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
 from corral.observability.logs import access_entry, milliseconds
 from corral.observability.usage import Counts, final_counts
@@ -56,6 +56,8 @@ def _is_error_line(chunk: bytes) -> bool:
 
 # Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
 _BUSY = 503
+# What a relayed request's headers become once its answer is chosen (see Gateway._relay).
+_NO_HEADERS = Headers([])
 
 
 class Gateway:
@@ -303,6 +305,11 @@ class Gateway:
         relay = RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
         if ticket is not None:
             ticket.attach(relay)
+        # The answer is chosen: nothing reads the request's headers or body again, and an
+        # answer can stream for minutes. Let them go (a long conversation, images) meanwhile;
+        # what the end needs (its state, method, path, client) stays.
+        request.headers = _NO_HEADERS
+        request.body = b""
         return relay
 
     # ---- record ---------------------------------------------------------------------------
