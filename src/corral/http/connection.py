@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from corral.http.messages import BodyStream, FlowListener, HeaderList, Headers, Request, Response
+from corral.http.messages import (
+    BodyStream,
+    FlowListener,
+    HandedOff,
+    HeaderList,
+    Headers,
+    Request,
+    Response,
+)
 from corral.http.sink import ResponseWriter
 
 if TYPE_CHECKING:
@@ -38,6 +46,8 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
     # client socket, and past thirty attributes an instance dict is a table of its own, some
     # 1.5 KB a connection.
     __slots__ = (
+        "_answer",
+        "_answered_waiter",
         "_body",
         "_body_size",
         "_chunked_request",
@@ -87,6 +97,9 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         # connection, and at most max_pipelined requests ever wait here.
         self._pipeline: list[Request] = []
         self._task: asyncio.Task[None] | None = None
+        # An answer that goes on from callbacks after its task ended (see hand_off).
+        self._answer: HandedOff | None = None
+        self._answered_waiter: asyncio.Future[None] | None = None
         self._current: Request | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -132,6 +145,8 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if self._flow is not None:
             # Unblock an upstream paused on our behalf; the relay notices the close itself.
             self._flow.resume_writing()
+        if self._answer is not None:
+            self._answer.client_gone()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -146,10 +161,36 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def set_flow_listener(self, listener: FlowListener | None) -> None:
-        super().set_flow_listener(listener)
-        if listener is not None:
-            self._rest()
+    @property
+    def _busy(self) -> bool:
+        """A response is being sent: by the request's task, or from callbacks (hand_off)."""
+        return self._task is not None or self._answer is not None
+
+    def hand_off(self, answer: HandedOff) -> None:
+        self._answer = answer
+        self.set_flow_listener(answer)
+        self._rest()
+
+    def answered(self) -> None:
+        self._answer = None
+        waiter = self._answered_waiter
+        if waiter is not None:
+            self._answered_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._task is None:  # else it ended within send(), and the task finishes it
+            self._finish()
+
+    def in_progress(self) -> asyncio.Future[None] | None:
+        """What a graceful shutdown waits for: the request's task, or the end of an answer
+        handed off to callbacks; None when nothing is being answered."""
+        if self._task is not None:
+            return self._task
+        if self._answer is None:
+            return None
+        if self._answered_waiter is None:
+            self._answered_waiter = self._loop.create_future()
+        return self._answered_waiter
 
     def _rest(self) -> None:
         """A streamed answer has begun. It can run for minutes, and its client sends nothing
@@ -240,7 +281,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         stream_body = self._server.stream_body
         if (
             stream_body is not None
-            and self._task is None
+            and not self._busy
             and (self._content_length != b"0")
             and self._parser is not None  # this runs in its callbacks
             and stream_body(self._parser.get_method(), self._url)
@@ -251,7 +292,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if length is not None and int(length) > self._limits.max_body_size:
             raise _BadRequest(413, "request body too large")
         if self._expect_continue:
-            if self._task is None and not self._pipeline:
+            if not self._busy and not self._pipeline:
                 self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self._continue_pending = True
@@ -273,7 +314,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             self._streamed = None
             return
         request = self._build_request()
-        if self._task is None:
+        if not self._busy:
             self._start(request)
         else:
             self._pipeline.append(request)
@@ -328,6 +369,11 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         try:
             response = await self._server.handler(request)
             await response.send(self)
+            if self._answer is not None:
+                # Handed off: the answer goes on from callbacks and finishes the exchange
+                # itself (answered); this task, and what it holds, can go.
+                self._task = None
+                return
         except asyncio.CancelledError:
             self._keep_alive = False
             self._close()
@@ -379,7 +425,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         self._keep_alive = False
         if self._transport is None or self._closed:
             return
-        if self._task is not None:
+        if self._busy:
             # A response is in progress; its framing must not be interleaved with ours.
             self._close()
             return
@@ -418,12 +464,12 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             # A slow head is bounded from its start; a slow body from its last bytes.
             due = (self._last_read if self._in_body else self._msg_started) + timeout
             if now >= due:
-                if self._task is None:
+                if not self._busy:
                     self._reject(408, "request not received in time")
                 else:
                     self._close()
                 return
-        elif self._task is None and not self._pipeline:
+        elif not self._busy and not self._pipeline:
             due = self._idle_deadline
             if now >= due:
                 self._close()
@@ -440,7 +486,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             self._transport.close()
 
     def close_if_idle(self) -> None:
-        if self._task is None and not self._parsing:
+        if not self._busy and not self._parsing:
             self._close()
 
 
