@@ -6,12 +6,13 @@ import asyncio
 import hashlib
 import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from corral.http.sink import ResponseWriter
+from corral.http.connection import HttpConnection
 from tests.harness import running_corral
 from tests.rawhttp import RawClient
 
@@ -354,13 +355,12 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
         await read_request(r)
 
     writes: list[bytes] = []
-    original = ResponseWriter._write_raw
+    original = HttpConnection.connection_made
 
-    def counted(self: ResponseWriter, data: bytes) -> None:
-        writes.append(data)
-        original(self, data)
+    def counted(self: HttpConnection, transport: asyncio.BaseTransport) -> None:
+        original(self, CountedWrites(transport, writes))
 
-    monkeypatch.setattr(ResponseWriter, "_write_raw", counted)
+    monkeypatch.setattr(HttpConnection, "connection_made", counted)
     async with ScriptedBackend(burst) as backend:
         async with running_corral([backend.url]) as (app, log):
             async with RawClient(app.port) as c:
@@ -374,6 +374,21 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
     assert chunks_of(b"".join(writes)) == lines
     # The counts of the final line were still read off the answer's end.
     assert (entries[0]["prompt_tokens"], entries[0]["generated_tokens"]) == (3, 50)
+
+
+class CountedWrites:
+    """A client connection's transport that keeps every write it passes on."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def post(path: str, body: bytes) -> bytes:

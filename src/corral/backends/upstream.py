@@ -55,6 +55,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # One per open stream, as many as there are client connections: no __dict__ each.
     __slots__ = (
+        "_body",
         "_drain_waiter",
         "_head_request",
         "_headers",
@@ -81,6 +82,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = 0
         self._head_request = False
         self._headers: HeaderList = []
+        self._body: list[bytes] = []  # body chunks parsed from the read under way
         self._headers_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
         self.last_read = 0.0  # the pool's read deadline (UpstreamPool._watch) counts from here
@@ -95,16 +97,28 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self.last_read = self._loop.time()
-        response = self._response
-        if response is not None:
-            response._begin_read()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as err:
             self._fail(UpstreamClosed(f"backend sent an invalid HTTP response: {err}"))
             self._abort()
+        # _pass_body, in line: this runs for every read of every stream.
+        chunks = self._body
+        if chunks:
+            self._body = []
+            response = self._response
+            if response is not None:
+                response._on_body(chunks)
+
+    def _pass_body(self) -> None:
+        """Hand the response the body chunks parsed so far, all of a read together: a relay
+        writes them to the client at once (a write per chunk, a system call each, would cost
+        more than everything else corral does per chunk), and a chunk costs one callback."""
+        chunks = self._body
+        self._body = []
+        response = self._response
         if response is not None:
-            response._end_read()
+            response._on_body(chunks)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -176,11 +190,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        response = self._response
-        if response is not None:
-            response._on_body(body)
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._body:
+            self._pass_body()  # the last chunks go before the end of the answer
         response = self._response
         if response is None or response.complete:
             return
@@ -234,6 +248,8 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(failure)
             return
+        if self._body:
+            self._pass_body()  # what arrived before the failure still goes first
         response = self._response
         if response is not None and not response.complete:
             response._on_failure(str(failure))

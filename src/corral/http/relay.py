@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -165,33 +165,43 @@ class RelayResponse(Response):
 
     # ---- BodySink: called from the upstream connection's callbacks --------------------------
 
+    # Both account for the chunks on their way out (the outcome's figures, the cache's copy)
+    # in line: they run for every read of every stream.
+
     def on_chunk(self, data: bytes) -> None:
-        sink = self._sink
-        assert sink is not None
-        self._note(data)
-        sink.write(data)
-
-    def on_chunks(self, chunks: list[bytes]) -> None:
-        sink = self._sink
-        assert sink is not None
-        for data in chunks:
-            self._note(data)
-        sink.write_many(chunks)
-
-    def _note(self, data: bytes) -> None:
-        """Account for one chunk on its way out: the outcome's figures, the cache's copy."""
         outcome = self.outcome
         if outcome.first_byte_at is None:
             outcome.first_byte_at = time.perf_counter()
         outcome.bytes_sent += len(data)
         outcome.previous_chunk = outcome.last_chunk
         outcome.last_chunk = data
+        if self.tap is not None:
+            self._keep((data,))
+        sink = self._sink
+        assert sink is not None
+        sink.write(data)
+
+    def on_chunks(self, chunks: list[bytes]) -> None:
+        outcome = self.outcome
+        if outcome.first_byte_at is None:
+            outcome.first_byte_at = time.perf_counter()
+        outcome.bytes_sent += sum(map(len, chunks))
+        outcome.previous_chunk = chunks[-2] if len(chunks) > 1 else outcome.last_chunk
+        outcome.last_chunk = chunks[-1]
+        if self.tap is not None:
+            self._keep(chunks)
+        sink = self._sink
+        assert sink is not None
+        sink.write_many(chunks)
+
+    def _keep(self, chunks: Iterable[bytes]) -> None:
+        """The cache's copy, until the answer grows past what is worth keeping (then none)."""
         tap = self.tap
-        if tap is not None:
-            if outcome.bytes_sent <= self.tap_limit:
-                tap.append(data)
-            else:
-                self.tap = None
+        assert tap is not None
+        if self.outcome.bytes_sent <= self.tap_limit:
+            tap.extend(chunks)
+        else:
+            self.tap = None
 
     def on_complete(self) -> None:
         sink = self._sink
