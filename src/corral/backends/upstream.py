@@ -102,13 +102,20 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError as err:
             self._fail(UpstreamClosed(f"backend sent an invalid HTTP response: {err}"))
             self._abort()
-        # _pass_body, in line: this runs for every read of every stream.
+        # _pass_body in line, and a relayed answer's chunks straight to the relay: this runs for
+        # every read of every stream.
         chunks = self._body
         if chunks:
             self._body = []
             response = self._response
             if response is not None:
-                response._on_body(chunks)
+                sink = response._sink
+                if sink is None:
+                    response._on_body(chunks)
+                elif len(chunks) == 1:
+                    sink.on_chunk(chunks[0])
+                else:
+                    sink.on_chunks(chunks)
 
     def _pass_body(self) -> None:
         """Hand the response the body chunks parsed so far, all of a read together: a relay
