@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from corral.http.messages import Request, Response, StreamResponse
+from corral.http.messages import Request, Response, ResponseSink, StreamResponse
 from corral.http.server import HttpServer, ServerLimits
 from tests.rawhttp import RawClient, read_response
 
@@ -184,6 +184,135 @@ async def test_idle_keep_alive_connection_is_closed(server: HttpServer) -> None:
         await c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await c.response()
         assert await asyncio.wait_for(c.reader.read(), timeout=5) == b""
+
+
+class HeldStream(Response):
+    """A streamed answer as the relay sends one: it writes its head and a first line, then
+    hands itself off to the connection and goes on from no coroutine. The test ends it."""
+
+    def __init__(self, *, instant: bool = False) -> None:
+        super().__init__(200)
+        self.instant = instant
+        self.sink: ResponseSink | None = None
+        self.gone = asyncio.Event()
+
+    async def send(self, sink: ResponseSink) -> None:
+        sink.write_head(200, [], chunked=True)
+        sink.write(b"first\n")
+        self.sink = sink
+        sink.hand_off(self)
+        if self.instant:  # ends before send() returns, as a relay whose backend was quick
+            self.end()
+
+    def end(self) -> None:
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            sink.write(b"last\n")
+            sink.set_flow_listener(None)
+            sink.end()
+            sink.answered()
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    def client_gone(self) -> None:
+        self.sink = None
+        self.gone.set()
+
+
+class Held:
+    """A server whose ``/held`` answers are HeldStreams, kept for the test to end."""
+
+    def __init__(self) -> None:
+        self.streams: list[HeldStream] = []
+        self.server = HttpServer(self.handle, ServerLimits(header_timeout=0.3, keepalive_timeout=0.3))
+
+    async def handle(self, request: Request) -> Response:
+        if request.path not in ("/held", "/instant"):
+            return await echo(request)
+        stream = HeldStream(instant=request.path == "/instant")
+        self.streams.append(stream)
+        return stream
+
+    def end_all(self) -> None:
+        for stream in self.streams:
+            stream.end()
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[Held]:
+    held = Held()
+    await held.server.start("127.0.0.1", 0)
+    yield held
+    held.end_all()
+    await held.server.aclose(grace=1)
+
+
+async def test_request_sent_during_a_streamed_answer_is_answered_after_it(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        # The connection let go of its parser while the answer streams: these bytes bring it back.
+        await c.send(b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        held.end_all()
+        rest = await asyncio.wait_for(c.reader.readuntil(b"\r\n0\r\n\r\n"), timeout=5)
+        assert rest.endswith(b"last\n\r\n0\r\n\r\n")
+        status, _, body = await c.response()
+    assert (status, body) == (200, b"GET /next |")
+
+
+async def test_answer_that_ends_within_its_send_leaves_the_connection_ready(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        for path in (b"/instant", b"/instant", b"/next"):
+            await c.send(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+            status, _, body = await c.response()
+            assert status == 200
+        assert body == b"GET /next |"
+
+
+async def test_slow_head_sent_during_a_streamed_answer_closes_the_connection(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        # Half a head, never finished: its deadline holds even though the answer had no timer.
+        await c.send(b"GET /next HT")
+        rest = await asyncio.wait_for(c.reader.read(), timeout=5)
+    assert b"last" not in rest
+    await asyncio.wait_for(held.streams[0].gone.wait(), timeout=5)
+
+
+async def test_connection_idle_after_a_streamed_answer_is_closed(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        held.end_all()
+        assert await asyncio.wait_for(c.reader.readuntil(b"0\r\n\r\n"), timeout=5)
+        # The answer's end armed the idle deadline again.
+        assert await asyncio.wait_for(c.reader.read(), timeout=5) == b""
+
+
+async def test_client_leaving_ends_a_streamed_answer(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+    await asyncio.wait_for(held.streams[0].gone.wait(), timeout=5)
+    assert not held.server.connections
+
+
+async def test_shutdown_lets_a_streamed_answer_finish(held: Held) -> None:
+    async with RawClient(held.server.port) as c:
+        await c.send(b"GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(c.reader.readuntil(b"first\n"), timeout=5)
+        closing = asyncio.create_task(held.server.aclose(grace=5))
+        await asyncio.sleep(0)  # a turn of the loop: the shutdown is now waiting for answers
+        assert not closing.done()
+        held.end_all()
+        await asyncio.wait_for(closing, timeout=5)
+        assert (await c.reader.read()).endswith(b"last\n\r\n0\r\n\r\n")
+    assert not held.streams[0].gone.is_set()
 
 
 async def test_client_leaving_cancels_the_handler() -> None:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import tracemalloc
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from corral.http.sink import ResponseWriter
+from corral.http.connection import HttpConnection
 from tests.harness import running_corral
 from tests.rawhttp import RawClient
 
@@ -153,6 +155,45 @@ async def test_stream_cut_mid_way_ends_with_an_error_line(client: httpx.AsyncCli
     assert lines[0]["response"] == "a"
     assert "error" in lines[-1]
     assert any(e.get("error") for e in log.entries if e["route"] == "/api/generate")
+
+
+async def test_streaming_answer_keeps_no_copy_of_its_large_request(
+    client: httpx.AsyncClient,
+) -> None:
+    release = asyncio.Event()
+
+    async def stream_until_released(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await read_request(r)
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        )
+        for line in (b'{"message":{"content":"a"},"done":false}\n', None):
+            if line is None:
+                await release.wait()
+                line = b'{"done":true}\n'
+            w.write(b"%x\r\n%b\r\n" % (len(line), line))
+            await w.drain()
+        w.write(b"0\r\n\r\n")
+        await w.drain()
+
+    # A long conversation: what corral holds of it while the answer streams is measured.
+    prompt = "x" * 2_000_000
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": prompt}]})
+    async with ScriptedBackend(stream_until_released) as backend:
+        async with running_corral([backend.url]) as (app, _):
+            tracemalloc.start()
+            try:
+                async with client.stream("POST", app.url + "/api/chat", content=body) as r:
+                    lines = r.aiter_lines()
+                    assert "content" in await anext(lines)
+                    held = tracemalloc.take_snapshot().filter_traces(
+                        [tracemalloc.Filter(True, "*/src/corral/*")]
+                    )
+                    release.set()
+                    assert [orjson.loads(line) async for line in lines] == [{"done": True}]
+            finally:
+                tracemalloc.stop()
+    assert sum(stat.size for stat in held.statistics("filename")) < len(prompt) // 2
 
 
 async def test_fixed_length_answer_cut_mid_way_is_not_passed_off_as_whole() -> None:
@@ -314,13 +355,12 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
         await read_request(r)
 
     writes: list[bytes] = []
-    original = ResponseWriter._write_raw
+    original = HttpConnection.connection_made
 
-    def counted(self: ResponseWriter, data: bytes) -> None:
-        writes.append(data)
-        original(self, data)
+    def counted(self: HttpConnection, transport: asyncio.BaseTransport) -> None:
+        original(self, CountedWrites(transport, writes))
 
-    monkeypatch.setattr(ResponseWriter, "_write_raw", counted)
+    monkeypatch.setattr(HttpConnection, "connection_made", counted)
     async with ScriptedBackend(burst) as backend:
         async with running_corral([backend.url]) as (app, log):
             async with RawClient(app.port) as c:
@@ -334,6 +374,21 @@ async def test_chunks_that_arrive_together_leave_in_one_write_each_framed_alone(
     assert chunks_of(b"".join(writes)) == lines
     # The counts of the final line were still read off the answer's end.
     assert (entries[0]["prompt_tokens"], entries[0]["generated_tokens"]) == (3, 50)
+
+
+class CountedWrites:
+    """A client connection's transport that keeps every write it passes on."""
+
+    def __init__(self, transport: Any, writes: list[bytes]) -> None:
+        self._transport = transport
+        self._writes = writes
+
+    def write(self, data: bytes) -> None:
+        self._writes.append(data)
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 def post(path: str, body: bytes) -> bytes:

@@ -53,6 +53,25 @@ __all__ = [
 class UpstreamConnection(asyncio.Protocol):
     """One TCP connection to the backend; carries one request at a time."""
 
+    # One per open stream, as many as there are client connections: no __dict__ each.
+    __slots__ = (
+        "_body",
+        "_drain_waiter",
+        "_head_request",
+        "_headers",
+        "_headers_waiter",
+        "_loop",
+        "_parser",
+        "_pool",
+        "_response",
+        "_write_paused",
+        "closed",
+        "last_read",
+        "received",
+        "reused",
+        "transport",
+    )
+
     def __init__(self, pool: UpstreamPool) -> None:
         self._pool = pool
         self._loop = pool.loop
@@ -63,10 +82,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = 0
         self._head_request = False
         self._headers: HeaderList = []
+        self._body: list[bytes] = []  # body chunks parsed from the read under way
         self._headers_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
-        self._last_read = 0.0
-        self._timer: asyncio.TimerHandle | None = None
+        self.last_read = 0.0  # the pool's read deadline (UpstreamPool._watch) counts from here
         self._write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
 
@@ -77,22 +96,40 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
-        self._last_read = self._loop.time()
-        response = self._response
-        if response is not None:
-            response._begin_read()
+        self.last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as err:
             self._fail(UpstreamClosed(f"backend sent an invalid HTTP response: {err}"))
             self._abort()
+        # _pass_body in line, and a relayed answer's chunks straight to the relay: this runs for
+        # every read of every stream.
+        chunks = self._body
+        if chunks:
+            self._body = []
+            response = self._response
+            if response is not None:
+                sink = response._sink
+                if sink is None:
+                    response._on_body(chunks)
+                elif len(chunks) == 1:
+                    sink.on_chunk(chunks[0])
+                else:
+                    sink.on_chunks(chunks)
+
+    def _pass_body(self) -> None:
+        """Hand the response the body chunks parsed so far, all of a read together: a relay
+        writes them to the client at once (a write per chunk, a system call each, would cost
+        more than everything else corral does per chunk), and a chunk costs one callback."""
+        chunks = self._body
+        self._body = []
+        response = self._response
         if response is not None:
-            response._end_read()
+            response._on_body(chunks)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._pool.forget(self)
-        self._stop_timer()
         response = self._response
         if (
             response is not None
@@ -150,7 +187,7 @@ class UpstreamConnection(asyncio.Protocol):
         response = UpstreamResponse(self, status, self._headers, parser.should_keep_alive())
         self._response = response
         self._headers = []
-        waiter = self._headers_waiter
+        waiter, self._headers_waiter = self._headers_waiter, None  # the response is in charge now
         if waiter is not None and not waiter.done():
             waiter.set_result(response)
         if self._head_request:
@@ -160,11 +197,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.on_message_complete()
 
     def on_body(self, body: bytes) -> None:
-        response = self._response
-        if response is not None:
-            response._on_body(body)
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
+        if self._body:
+            self._pass_body()  # the last chunks go before the end of the answer
         response = self._response
         if response is None or response.complete:
             return
@@ -197,19 +234,18 @@ class UpstreamConnection(asyncio.Protocol):
             parts += (b"Content-Length: ", str(len(body)).encode(), b"\r\n")
         parts.append(b"\r\n")
         parts.append(body)
-        self._headers_waiter = self._loop.create_future()
-        self._last_read = self._loop.time()
-        if self._timer is None:
-            self._start_timer(self._pool.read_timeout)
+        waiter = self._headers_waiter = self._loop.create_future()
+        self.last_read = self._loop.time()
+        self._pool.watch()
         self.transport.write(b"".join(parts))
-        return self._headers_waiter
+        return waiter
 
     def release(self, reusable: bool) -> None:
         """Back to the pool if the exchange ended cleanly, else closed."""
         self._headers_waiter = None
         self._response = None
         if reusable and not self.closed:
-            # The read timer stays: it notices on its own that nothing is in progress.
+            # Not busy any more: the pool's read deadline passes it by.
             self._pool.put_idle(self)
         else:
             self._abort()
@@ -219,40 +255,23 @@ class UpstreamConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(failure)
             return
+        if self._body:
+            self._pass_body()  # what arrived before the failure still goes first
         response = self._response
         if response is not None and not response.complete:
             response._on_failure(str(failure))
 
+    @property
+    def busy(self) -> bool:
+        """An exchange is under way: its headers or the rest of its body are still to come."""
+        response = self._response
+        return self._headers_waiter is not None or (response is not None and not response.complete)
+
     def _abort(self) -> None:
-        self._stop_timer()
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
             self._pool.forget(self)
-
-    # ---- read timeout: one lazy timer, re-armed only when it fires --------------------------
-
-    def _start_timer(self, delay: float) -> None:
-        if self._timer is None and delay > 0:
-            self._timer = self._loop.call_later(delay, self._on_timer)
-
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        response = self._response
-        if self._headers_waiter is None and (response is None or response.complete):
-            return  # idle in the pool: no deadline
-        timeout = self._pool.read_timeout
-        idle = self._loop.time() - self._last_read
-        if idle < timeout:
-            self._start_timer(timeout - idle)
-            return
-        self._fail(UpstreamReadTimeout(f"backend sent nothing for {timeout:g}s"))
-        self._abort()
 
 
 class UpstreamPool:
@@ -276,6 +295,7 @@ class UpstreamPool:
         self._idle: deque[UpstreamConnection] = deque()
         self._all: set[UpstreamConnection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -365,6 +385,34 @@ class UpstreamPool:
         self._all.add(protocol)
         return protocol
 
+    # ---- read timeout: one lazy timer for the pool, re-armed only when it fires ---------------
+
+    def watch(self) -> None:
+        """A connection began an exchange: make sure the read deadline is being kept.
+
+        One timer for the whole pool rather than one per connection (half a kilobyte each, on
+        every open stream): every connection has the same read_timeout, so one that starts an
+        exchange never has an earlier deadline than those already watched."""
+        if self._timer is None and self.read_timeout > 0:
+            self._timer = self.loop.call_later(self.read_timeout, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        timeout = self.read_timeout
+        earliest: float | None = None
+        for conn in list(self._all):
+            if not conn.busy:
+                continue  # idle in the pool: no deadline
+            due = conn.last_read + timeout
+            if now >= due:
+                conn._fail(UpstreamReadTimeout(f"backend sent nothing for {timeout:g}s"))
+                conn._abort()
+            elif earliest is None or due < earliest:
+                earliest = due
+        if earliest is not None:
+            self._timer = self.loop.call_later(earliest - now, self._on_timer)
+
     def put_idle(self, conn: UpstreamConnection) -> None:
         if len(self._idle) >= self.max_idle:
             conn._abort()
@@ -381,6 +429,9 @@ class UpstreamPool:
         return len(self._all)
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for conn in list(self._all):
             conn._abort()
         self._idle.clear()

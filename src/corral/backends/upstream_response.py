@@ -33,7 +33,6 @@ class UpstreamResponse:
     """Status and headers of a backend's answer; the body follows through ``read`` or ``relay``."""
 
     __slots__ = (
-        "_batch",
         "_conn",
         "_done",
         "_failure",
@@ -61,8 +60,6 @@ class UpstreamResponse:
         self._pending_size = 0
         self._limit = 0
         self._sink: BodySink | None = None
-        # Chunks of the read under way, relayed together when it has been parsed.
-        self._batch: list[bytes] | None = None
         self._failure: str | None = None
         self._done: asyncio.Future[None] | None = None
         te = cl = False
@@ -77,37 +74,22 @@ class UpstreamResponse:
 
     # called by the connection
 
-    def _begin_read(self) -> None:
-        """A read from the backend is about to be parsed: hold its chunks until it is."""
-        if self._sink is not None:
-            self._batch = []
-
-    def _end_read(self) -> None:
-        """Relay the chunks of the read just parsed, in one write to the client. A read often
-        holds many chunks of a fast stream; a write (a system call) for each would cost more
-        than everything else corral does per chunk. Nothing waits: they all arrived at once."""
-        batch = self._batch
-        self._batch = None
-        if batch and self._sink is not None:
-            _deliver(self._sink, batch)
-
-    def _on_body(self, data: bytes) -> None:
+    def _on_body(self, chunks: list[bytes]) -> None:
+        """The chunks of one read: relayed together (one write to the client), or kept."""
         sink = self._sink
         if sink is not None:
-            batch = self._batch
-            if batch is not None:
-                batch.append(data)
+            if len(chunks) == 1:
+                sink.on_chunk(chunks[0])
             else:
-                sink.on_chunk(data)
+                sink.on_chunks(chunks)
             return
-        self._pending.append(data)
-        self._pending_size += len(data)
+        self._pending += chunks
+        self._pending_size += sum(map(len, chunks))
         if self._limit and self._pending_size > self._limit:
             self._conn._fail(UpstreamClosed(f"response larger than {self._limit} bytes"))
             self._conn._abort()
 
     def _on_complete(self) -> None:
-        self._end_read()  # the last chunks go before the end of the answer
         self.complete = True
         self._conn.release(self.keep_alive)
         if self._sink is not None:
@@ -119,7 +101,6 @@ class UpstreamResponse:
         if self._failure is not None:
             return  # reported once: an abort is followed by connection_lost
         self._failure = reason
-        self._end_read()
         if self._sink is not None:
             self._sink.on_failure(reason)
         if self._done is not None and not self._done.done():
@@ -145,7 +126,6 @@ class UpstreamResponse:
     def detach(self) -> None:
         """Forget the body's consumer; nothing more will be delivered to it."""
         self._sink = None
-        self._batch = None
         self._done = None
 
     def pause_reading(self) -> None:
@@ -181,7 +161,6 @@ class UpstreamResponse:
         """Give up on the rest of the body: closing is how Ollama learns to stop generating."""
         if not self.complete:
             self._sink = None
-            self._batch = None
             self._conn._abort()
 
 

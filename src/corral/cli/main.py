@@ -12,6 +12,7 @@ Settings come from ``--config``, ``.env``, the environment and these flags (see
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,12 +21,6 @@ from typing import Any, TypeVar
 import click
 
 from corral import __version__
-from corral.cli.backends import backends
-from corral.cli.cache import cache
-from corral.cli.keys import SEED_COMMANDS, keys
-from corral.cli.shell import shell
-from corral.cli.usage import usage
-from corral.cli.webhooks import SEED_WEBHOOK_COMMANDS, webhooks
 from corral.settings import BackendSettings, Settings, SettingsError, load_settings
 
 Command = TypeVar("Command", bound=Callable[..., Any])
@@ -37,22 +32,56 @@ DEMO_FIRST_TOKEN_MS = 150.0
 PROBE_TIMEOUT = 1.0
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands in modules of their own, imported when one of them runs: `corral serve` has no use
+# for the key, usage and webhook commands, the admin API's client or the interactive shell.
+LAZY_COMMANDS = {
+    "backends": "corral.cli.backends:backends",
+    "cache": "corral.cli.cache:cache",
+    "keys": "corral.cli.keys:keys",
+    "shell": "corral.cli.shell:shell",
+    "usage": "corral.cli.usage:usage",
+    "webhooks": "corral.cli.webhooks:webhooks",
+    # seed 004 ran these by name: `corral generatekey`, `corral addwebhook URL`...
+    "generatekey": "corral.cli.keys:generatekey",
+    "generatekeys": "corral.cli.keys:generatekeys",
+    "listkeys": "corral.cli.keys:listkeys",
+    "removekey": "corral.cli.keys:removekey",
+    "addwebhook": "corral.cli.webhooks:addwebhook",
+    "deletewebhook": "corral.cli.webhooks:deletewebhook",
+    "listwebhooks": "corral.cli.webhooks:listwebhooks",
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose commands named in ``lazy`` are imported only when asked for.
+
+    >>> LazyGroup(lazy={"shell": "corral.cli.shell:shell"}).get_command(None, "shell").name
+    'shell'
+    """
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = self.lazy.get(cmd_name)
+        if where is None:
+            return super().get_command(ctx, cmd_name)
+        module, name = where.split(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command), where
+        return command
+
+
+@click.group(
+    cls=LazyGroup, lazy=LAZY_COMMANDS, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(__version__, prog_name="corral")
 def main() -> None:
     """corral: one front door for a fleet of Ollama servers."""
-
-
-main.add_command(backends)
-main.add_command(keys)
-main.add_command(shell)
-for _seed_command in SEED_COMMANDS:  # seed 004 ran these by name: `corral generatekey`
-    main.add_command(_seed_command, _seed_command.name)
-main.add_command(cache)
-main.add_command(usage)
-main.add_command(webhooks)
-for _seed_command in SEED_WEBHOOK_COMMANDS:  # seed 004's `addwebhook URL`, ...
-    main.add_command(_seed_command, _seed_command.name)
 
 
 def settings_options(command: Command) -> Command:

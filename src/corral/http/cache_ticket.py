@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from corral.cache.capture import why_not_storable
@@ -73,6 +74,7 @@ class Ticket:
 
     __slots__ = (
         "_following",
+        "_headers",
         "_stage",
         "_state",
         "flight",
@@ -103,6 +105,7 @@ class Ticket:
         self._following: Flight[CachedAnswer] | None = None
         # The answer's chunks as the relay passes them on; None when it is not to be kept.
         self.tap: list[bytes] | None = None
+        self._headers: Sequence[tuple[bytes, bytes]] = ()  # the answer's, for its content type
 
     def begin(self, *, refresh: bool) -> None:
         stage = self._stage
@@ -168,6 +171,8 @@ class Ticket:
             assert self._stage is not None
             relay.tap = self.tap
             relay.tap_limit = self._stage.max_entry_size
+            # Read now: once the relay has written them, it lets its headers go.
+            self._headers = relay.headers
 
     def finish(self, upstream: UpstreamResponse, outcome: RelayOutcome) -> None:
         """The relay ended: keep the answer if it is whole and good, and share it."""
@@ -182,7 +187,7 @@ class Ticket:
             and upstream.status == 200
             and outcome.bytes_sent <= stage.max_entry_size
         ):
-            answer = _answer(self.kind, self.shape, upstream.headers, b"".join(tap))
+            answer = _answer(self.kind, self.shape, self._headers, b"".join(tap))
             if answer is not None:
                 stage.keep(self.key, answer)
         # A backend that failed (5xx, an error line after a 200, a broken stream) or a client
@@ -240,7 +245,9 @@ def _ends_in_error(last_chunk: bytes) -> bool:
     return last_line.startswith((b'{"error"', b'data: {"error"'))
 
 
-def _answer(kind: Kind, shape: Shape, headers: HeaderList, body: bytes) -> CachedAnswer | None:
+def _answer(
+    kind: Kind, shape: Shape, headers: Sequence[tuple[bytes, bytes]], body: bytes
+) -> CachedAnswer | None:
     content_type = b""
     for name, value in headers:
         lname = name.lower()

@@ -7,12 +7,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 import httptools
 
-from corral.http.messages import BodyStream, FlowListener, HeaderList, Headers, Request, Response
+from corral.http.messages import (
+    BodyStream,
+    FlowListener,
+    HandedOff,
+    HeaderList,
+    Headers,
+    Request,
+    Response,
+)
 from corral.http.sink import ResponseWriter
 
 if TYPE_CHECKING:
@@ -35,12 +42,44 @@ _CL = b"content-length"
 class HttpConnection(ResponseWriter, asyncio.Protocol):
     """One client connection. Also the sink responses write into."""
 
+    # Slots, not a __dict__ (the response half's are ResponseWriter's): there is one of these per
+    # client socket, and past thirty attributes an instance dict is a table of its own, some
+    # 1.5 KB a connection.
+    __slots__ = (
+        "_answer",
+        "_answered_waiter",
+        "_body",
+        "_body_size",
+        "_chunked_request",
+        "_content_length",
+        "_continue_pending",
+        "_expect_continue",
+        "_header_bytes",
+        "_headers",
+        "_idle_deadline",
+        "_in_body",
+        "_last_read",
+        "_limits",
+        "_msg_started",
+        "_parser",
+        "_parsing",
+        "_pipeline",
+        "_reading_paused",
+        "_server",
+        "_streamed",
+        "_task",
+        "_timer",
+        "_url",
+        "client",
+    )
+
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._limits = server.limits
         self._loop = server.loop
         self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
+        # Made when bytes arrive, dropped while a streamed answer goes out (see _rest).
+        self._parser: httptools.HttpRequestParser | None = None
         self.client: tuple[str, int] = ("", 0)
         # request being parsed
         self._url = b""
@@ -54,8 +93,13 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         self._parsing = False
         self._streamed: BodyStream | None = None
         # requests waiting for their turn, and the one being answered
-        self._pipeline: deque[Request] = deque()
+        # A list, not a deque: an empty deque holds a block of 64 slots (some 600 bytes) on every
+        # connection, and at most max_pipelined requests ever wait here.
+        self._pipeline: list[Request] = []
         self._task: asyncio.Task[None] | None = None
+        # An answer that goes on from callbacks after its task ended (see hand_off).
+        self._answer: HandedOff | None = None
+        self._answered_waiter: asyncio.Future[None] | None = None
         self._current: Request | None = None
         self._continue_pending = False
         self._reading_paused = False
@@ -101,6 +145,8 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if self._flow is not None:
             # Unblock an upstream paused on our behalf; the relay notices the close itself.
             self._flow.resume_writing()
+        if self._answer is not None:
+            self._answer.client_gone()
 
     def pause_writing(self) -> None:
         self._write_paused = True
@@ -115,9 +161,56 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    @property
+    def _busy(self) -> bool:
+        """A response is being sent: by the request's task, or from callbacks (hand_off)."""
+        return self._task is not None or self._answer is not None
+
+    def hand_off(self, answer: HandedOff) -> None:
+        self._answer = answer
+        self.set_flow_listener(answer)
+        self._rest()
+
+    def answered(self) -> None:
+        self._answer = None
+        waiter = self._answered_waiter
+        if waiter is not None:
+            self._answered_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._task is None:  # else it ended within send(), and the task finishes it
+            self._finish()
+
+    def in_progress(self) -> asyncio.Future[None] | None:
+        """What a graceful shutdown waits for: the request's task, or the end of an answer
+        handed off to callbacks; None when nothing is being answered."""
+        if self._task is not None:
+            return self._task
+        if self._answer is None:
+            return None
+        if self._answered_waiter is None:
+            self._answered_waiter = self._loop.create_future()
+        return self._answered_waiter
+
+    def _rest(self) -> None:
+        """A streamed answer has begun. It can run for minutes, and its client sends nothing
+        meanwhile: let go of what reading requests holds, the last one's head and body (its
+        Request has them), the parser and the watchdog timer: some 2 KB a connection, over
+        hundreds of open streams. The client's next bytes bring the parser back, the answer's
+        end the timer. A request that asked to close keeps its parser, which refuses more."""
+        if self._parsing:
+            return  # a pipelined request is arriving: all of it is in use
+        self._url, self._headers, self._body = b"", [], []
+        if self._keep_alive:
+            self._cancel_timer()
+            self._parser = None
+
     def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserCallbackError as err:
             # httptools wraps what our callbacks raise; the cause is the exception's context.
             cause = err.__context__
@@ -188,8 +281,9 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         stream_body = self._server.stream_body
         if (
             stream_body is not None
-            and self._task is None
+            and not self._busy
             and (self._content_length != b"0")
+            and self._parser is not None  # this runs in its callbacks
             and stream_body(self._parser.get_method(), self._url)
         ):
             self._start_streamed()
@@ -198,7 +292,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         if length is not None and int(length) > self._limits.max_body_size:
             raise _BadRequest(413, "request body too large")
         if self._expect_continue:
-            if self._task is None and not self._pipeline:
+            if not self._busy and not self._pipeline:
                 self._write_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self._continue_pending = True
@@ -220,7 +314,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             self._streamed = None
             return
         request = self._build_request()
-        if self._task is None:
+        if not self._busy:
             self._start(request)
         else:
             self._pipeline.append(request)
@@ -244,6 +338,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
 
     def _build_request(self) -> Request:
         parser = self._parser
+        assert parser is not None  # this runs in its callbacks
         url = httptools.parse_url(self._url) if self._url else None
         path = url.path.decode("latin-1") if url is not None and url.path else "/"
         query = url.query.decode("latin-1") if url is not None and url.query else ""
@@ -274,6 +369,11 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         try:
             response = await self._server.handler(request)
             await response.send(self)
+            if self._answer is not None:
+                # Handed off: the answer goes on from callbacks and finishes the exchange
+                # itself (answered); this task, and what it holds, can go.
+                self._task = None
+                return
         except asyncio.CancelledError:
             self._keep_alive = False
             self._close()
@@ -305,7 +405,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             self._close()
             return
         if self._pipeline:
-            request = self._pipeline.popleft()
+            request = self._pipeline.pop(0)
             if self._reading_paused and len(self._pipeline) < self._limits.max_pipelined // 2:
                 assert self._transport is not None
                 self._transport.resume_reading()
@@ -325,7 +425,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
         self._keep_alive = False
         if self._transport is None or self._closed:
             return
-        if self._task is not None:
+        if self._busy:
             # A response is in progress; its framing must not be interleaved with ours.
             self._close()
             return
@@ -364,19 +464,20 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             # A slow head is bounded from its start; a slow body from its last bytes.
             due = (self._last_read if self._in_body else self._msg_started) + timeout
             if now >= due:
-                if self._task is None:
+                if not self._busy:
                     self._reject(408, "request not received in time")
                 else:
                     self._close()
                 return
-        elif self._task is None and not self._pipeline:
+        elif not self._busy and not self._pipeline:
             due = self._idle_deadline
             if now >= due:
                 self._close()
                 return
         else:
-            # Busy answering: the upstream side has its own deadlines. Look again later.
-            due = now + timeout
+            # Busy answering, nothing being read: nothing to watch (the upstream side has its
+            # own deadlines). The next request's first bytes, or this answer's end, re-arm it.
+            return
         self._arm(due - now)
 
     def _close(self) -> None:
@@ -385,7 +486,7 @@ class HttpConnection(ResponseWriter, asyncio.Protocol):
             self._transport.close()
 
     def close_if_idle(self) -> None:
-        if self._task is None and not self._parsing:
+        if not self._busy and not self._parsing:
             self._close()
 
 

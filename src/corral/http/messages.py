@@ -7,7 +7,8 @@ kind knows how to write itself, so the server needs no special cases.
 - :class:`Response`: a complete body, sent with ``Content-Length``.
 - :class:`StreamResponse`: an async iterator of chunks, sent with chunked encoding. Fine for the
   simulator and admin pages; the hot relay path uses its own kind (``corral.http.relay``), which
-  moves bytes in protocol callbacks instead of awaiting every chunk.
+  moves bytes in protocol callbacks instead of awaiting every chunk, and hands itself off to the
+  connection (``ResponseSink.hand_off``) instead of awaiting its end.
 
 Example::
 
@@ -201,6 +202,16 @@ class ResponseSink(Protocol):
 
     def set_flow_listener(self, listener: FlowListener | None) -> None: ...
 
+    def hand_off(self, answer: HandedOff) -> None:
+        """Let ``send`` return before the answer is whole: ``answer`` goes on from callbacks,
+        told of back-pressure and of a client that leaves, and calls :meth:`answered` at its
+        end. No coroutine waits for it meanwhile."""
+        ...
+
+    def answered(self) -> None:
+        """A handed-off answer has ended (after its ``end``, or after it cut the connection)."""
+        ...
+
 
 class FlowListener(Protocol):
     """Told when the client's socket buffer fills up and drains again (back-pressure)."""
@@ -208,6 +219,17 @@ class FlowListener(Protocol):
     def pause_writing(self) -> None: ...
 
     def resume_writing(self) -> None: ...
+
+
+class HandedOff(FlowListener, Protocol):
+    """An answer sent from callbacks after its ``send`` returned: the streaming relay, which
+    moves a backend's chunks from the upstream connection's callbacks. A stream can last
+    minutes, and a coroutine waiting for each of hundreds of them (a task and its frames)
+    costs about a kilobyte each."""
+
+    def client_gone(self) -> None:
+        """The client's connection closed before the answer ended."""
+        ...
 
 
 class Response:

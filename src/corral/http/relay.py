@@ -2,24 +2,26 @@
 
 :class:`RelayResponse` writes the backend's status and headers (minus hop-by-hop ones, plus
 corral's own), then hands the body over chunk by chunk from the upstream connection's
-``data_received`` straight into the client's transport. Nothing awaits per chunk; the request's
-coroutine only waits for the end. Flow control goes both ways: a full client socket pauses
-reading from the backend, and a drained one resumes it.
+``data_received`` straight into the client's transport. Nothing awaits per chunk, nor for the
+end: once the head is written the relay is handed off to the client connection
+(``ResponseSink.hand_off``), the request's task ends, and the relay tells the connection when the
+answer is whole. Flow control goes both ways: a full client socket pauses reading from the
+backend, and a drained one resumes it.
 
 Failure after the first byte cannot change the status any more. For a chunked (streaming) answer
 corral ends the stream with a final ``{"error": "..."}`` line, as Ollama itself does (an SSE
 ``data:`` event on ``/v1``); a fixed-length answer is cut by closing the connection, so the client
 sees a truncated body instead of mistaking half an answer for a whole one.
 
-When the client goes away, the server cancels the request's task; the relay closes the upstream
-connection at once, which is how Ollama learns to stop generating.
+When the client goes away, the connection tells the relay (``client_gone``), which closes the
+upstream connection at once: that is how Ollama learns to stop generating.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -28,6 +30,8 @@ from corral.http.messages import HeaderList, Response, ResponseSink
 
 if TYPE_CHECKING:
     from corral.backends.upstream import UpstreamResponse
+
+log = logging.getLogger("corral.http")
 
 _HOP_BY_HOP = frozenset(
     {
@@ -66,7 +70,7 @@ class RelayResponse(Response):
 
     __slots__ = (
         "_chunked",
-        "_done",
+        "_handed_off",
         "_sink",
         "_sse",
         "_upstream",
@@ -89,8 +93,8 @@ class RelayResponse(Response):
         super().__init__(upstream.status, b"", headers)
         self._upstream = upstream
         self._sse = sse_errors
-        self._sink: ResponseSink | None = None
-        self._done: asyncio.Future[None] | None = None
+        self._sink: ResponseSink | None = None  # None again once the relay has ended
+        self._handed_off = False
         self._chunked = False
         self.on_done = on_done
         self.outcome = RelayOutcome()
@@ -102,69 +106,108 @@ class RelayResponse(Response):
     async def send(self, sink: ResponseSink) -> None:
         upstream = self._upstream
         chunked = upstream.chunked_upstream or upstream.length_unknown
+        self._write_head(sink, chunked)
+        self._sink = sink
+        self._chunked = chunked
+        if upstream.complete and not sink.head_only:
+            # The common non-streaming case: the whole answer is already here.
+            try:
+                upstream.relay(self)
+            finally:
+                self._end()
+            return
+        # The rest comes through the backend's callbacks, which pass it on and end the answer.
+        self._handed_off = True
+        sink.hand_off(self)
+        try:
+            upstream.relay(self)  # what has arrived already; it may end the answer at once
+        except BaseException:
+            self._end()
+            raise
+
+    def _end(self) -> None:
+        """However the relay ended, once: the upstream let go, ``on_done`` told, and the
+        connection too when the relay was handed off to it."""
+        sink = self._sink
+        if sink is None:
+            return
+        self._sink = None
+        upstream = self._upstream
+        if not upstream.complete:
+            upstream.close()
+        sink.set_flow_listener(None)
+        # Break the relay <-> upstream reference cycle now: left to the cycle collector,
+        # thousands of them a second turn into full collections that stall every stream.
+        upstream.detach()
+        try:
+            if self.on_done is not None:
+                callback, self.on_done = self.on_done, None
+                callback(self.outcome)
+        except Exception:
+            if not self._handed_off:
+                raise  # the request's task reports it
+            # Here in the backend's (or the client's) protocol callbacks, no task is left to
+            # report a bug, and it must not pass for a broken backend.
+            log.exception("unhandled error at the end of a relayed answer")
+        finally:
+            if self._handed_off:
+                sink.answered()
+
+    def _write_head(self, sink: ResponseSink, chunked: bool) -> None:
         headers = self.headers
         if chunked:
             headers = [(n, v) for n, v in headers if n.lower() != b"content-length"]
         sink.write_head(self.status, headers, chunked=chunked)
-        self._sink = sink
-        self._chunked = chunked
-        try:
-            if upstream.complete and not sink.head_only:
-                # The common non-streaming case: the whole answer is already here.
-                upstream.relay(self)
-            else:
-                self._done = asyncio.get_running_loop().create_future()
-                sink.set_flow_listener(self)
-                upstream.relay(self)
-                if not self._done.done():
-                    await self._done
-        finally:
-            if not upstream.complete:
-                upstream.close()
-            sink.set_flow_listener(None)
-            # Break the relay <-> upstream reference cycle now: left to the cycle collector,
-            # thousands of them a second turn into full collections that stall every stream.
-            upstream.detach()
-            self._sink = None
-            if self.on_done is not None:
-                callback, self.on_done = self.on_done, None
-                callback(self.outcome)
+        # Written (the sink holds the head's bytes until the first body bytes): a stream can
+        # last minutes, and nothing reads these again, so neither side keeps them meanwhile.
+        self.headers = []
+        self._upstream.headers = []
 
     # ---- BodySink: called from the upstream connection's callbacks --------------------------
 
+    # Both account for the chunks on their way out (the outcome's figures, the cache's copy)
+    # in line: they run for every read of every stream.
+
     def on_chunk(self, data: bytes) -> None:
-        sink = self._sink
-        assert sink is not None
-        self._note(data)
-        sink.write(data)
-
-    def on_chunks(self, chunks: list[bytes]) -> None:
-        sink = self._sink
-        assert sink is not None
-        for data in chunks:
-            self._note(data)
-        sink.write_many(chunks)
-
-    def _note(self, data: bytes) -> None:
-        """Account for one chunk on its way out: the outcome's figures, the cache's copy."""
         outcome = self.outcome
         if outcome.first_byte_at is None:
             outcome.first_byte_at = time.perf_counter()
         outcome.bytes_sent += len(data)
         outcome.previous_chunk = outcome.last_chunk
         outcome.last_chunk = data
+        if self.tap is not None:
+            self._keep((data,))
+        sink = self._sink
+        assert sink is not None
+        sink.write(data)
+
+    def on_chunks(self, chunks: list[bytes]) -> None:
+        outcome = self.outcome
+        if outcome.first_byte_at is None:
+            outcome.first_byte_at = time.perf_counter()
+        outcome.bytes_sent += sum(map(len, chunks))
+        outcome.previous_chunk = chunks[-2] if len(chunks) > 1 else outcome.last_chunk
+        outcome.last_chunk = chunks[-1]
+        if self.tap is not None:
+            self._keep(chunks)
+        sink = self._sink
+        assert sink is not None
+        sink.write_many(chunks)
+
+    def _keep(self, chunks: Iterable[bytes]) -> None:
+        """The cache's copy, until the answer grows past what is worth keeping (then none)."""
         tap = self.tap
-        if tap is not None:
-            if outcome.bytes_sent <= self.tap_limit:
-                tap.append(data)
-            else:
-                self.tap = None
+        assert tap is not None
+        if self.outcome.bytes_sent <= self.tap_limit:
+            tap.extend(chunks)
+        else:
+            self.tap = None
 
     def on_complete(self) -> None:
         sink = self._sink
         assert sink is not None
         sink.end()
-        self._resolve()
+        self._settle()
 
     def on_failure(self, reason: str) -> None:
         sink = self._sink
@@ -182,17 +225,20 @@ class RelayResponse(Response):
             abort = getattr(sink, "abort", None)
             if abort is not None:
                 abort()
-        self._resolve()
+        self._settle()
 
-    def _resolve(self) -> None:
-        done = self._done
-        if done is not None and not done.done():
-            done.set_result(None)
+    def _settle(self) -> None:
+        # A relay that was not handed off ends in send(), right after the upstream's relay().
+        if self._handed_off:
+            self._end()
 
-    # ---- FlowListener: the client's socket fills and drains ---------------------------------
+    # ---- HandedOff: the client's socket fills and drains, or closes -------------------------
 
     def pause_writing(self) -> None:
         self._upstream.pause_reading()
 
     def resume_writing(self) -> None:
         self._upstream.resume_reading()
+
+    def client_gone(self) -> None:
+        self._end()

@@ -3,7 +3,9 @@
 One :class:`HttpConnection` per client socket parses requests in callbacks, reads each body within
 its limit, and runs one handler task per request, in arrival order (pipelined requests wait their
 turn, so responses go out in order). The handler returns a response object, and the server awaits
-``response.send(connection)``: the connection is the :class:`ResponseSink`.
+``response.send(connection)``: the connection is the :class:`ResponseSink`. A response that goes
+on from callbacks (the streaming relay) hands itself off to the connection instead, and the
+request's task ends while it streams.
 
 What a framework would have done for us, and what the tests in ``tests/http`` check byte by byte:
 keep-alive and pipelining, ``HEAD``, ``Expect: 100-continue``, chunked and fixed-length bodies,
@@ -11,7 +13,8 @@ limits on the request line, headers and body, a deadline for slow headers (slowl
 idle keep-alive connections, and rejection of ambiguous framing (request smuggling).
 
 When the client goes away, the running handler task is cancelled: everything downstream (queue
-wait, upstream relay) unwinds through ``CancelledError`` and closes what it opened.
+wait, upstream request) unwinds through ``CancelledError`` and closes what it opened; an answer
+handed off is told (``client_gone``) and closes its upstream.
 
 Example::
 
@@ -105,11 +108,12 @@ class HttpServer:
             self._server.close()
         for conn in list(self.connections):
             conn.close_if_idle()
-        tasks = [c._task for c in self.connections if c._task is not None]
+        answering = [c.in_progress() for c in self.connections]
+        tasks = [answer for answer in answering if answer is not None]
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)
             for task in pending:
-                task.cancel()
+                task.cancel()  # a handed-off answer ends when its connection closes, below
         for conn in list(self.connections):
             conn._close()
         if self._server is not None:

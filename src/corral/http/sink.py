@@ -30,6 +30,20 @@ def status_line(status: int) -> bytes:
 class ResponseWriter:
     """Framing for one connection's responses; the connection sets the fields below."""
 
+    __slots__ = (
+        "_chunked",
+        "_closed",
+        "_current",
+        "_drain_waiter",
+        "_flow",
+        "_head",
+        "_head_only",
+        "_keep_alive",
+        "_loop",
+        "_transport",
+        "_write_paused",
+    )
+
     _transport: asyncio.Transport | None
     _loop: asyncio.AbstractEventLoop
     _current: Request | None
@@ -66,29 +80,37 @@ class ResponseWriter:
         # Held back so the head and the first body bytes leave in one write.
         self._head = b"".join(parts)
 
+    # write and write_many run for every read of every stream: each frames its bytes, puts the
+    # head first while it is still held back, and writes (_write_raw), in line.
+
     def write(self, data: bytes) -> None:
         if self._head_only:
             return
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        self._write_body(data)
+        head = self._head
+        if head:
+            self._head = b""
+            data = head + data
+        transport = self._transport
+        if transport is not None and not self._closed:
+            transport.write(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
         """Several body chunks in one write, each framed as it would be alone."""
         if self._head_only:
             return
         if self._chunked:
-            self._write_body(b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks]))
+            data = b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks])
         else:
-            self._write_body(b"".join(chunks))
-
-    def _write_body(self, data: bytes) -> None:
-        """Framed body bytes, after the head when it is still held back."""
+            data = b"".join(chunks)
         head = self._head
         if head:
             self._head = b""
             data = head + data
-        self._write_raw(data)
+        transport = self._transport
+        if transport is not None and not self._closed:
+            transport.write(data)
 
     def end(self) -> None:
         tail = b"0\r\n\r\n" if self._chunked else b""
