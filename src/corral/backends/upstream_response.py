@@ -12,7 +12,7 @@ from corral.http.messages import HeaderList
 if TYPE_CHECKING:
     import asyncio
 
-    from corral.backends.upstream import UpstreamConnection
+    from corral.backends.upstream_connection import UpstreamConnection
 
 
 class BodySink(Protocol):

@@ -18,7 +18,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING
 
-from corral.backends.models import keep_alive_seconds
 from corral.backends.upstream import (
     UpstreamConnectError,
     UpstreamFailure,
@@ -36,8 +35,8 @@ from corral.http.calls import parse_call, upstream_headers
 from corral.http.errors import render_error
 from corral.http.messages import HeaderList, Headers, Request, Response
 from corral.http.relay import RelayOutcome, RelayResponse
+from corral.http.relay_end import RelayEnd
 from corral.observability.logs import access_entry, milliseconds
-from corral.observability.usage import Counts, final_counts
 from corral.routing.queue import Lease
 
 if TYPE_CHECKING:
@@ -48,10 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("corral.proxy")
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-
-
-def _is_error_line(chunk: bytes) -> bool:
-    return chunk.startswith((b'{"error"', b'data: {"error"'))
 
 
 # Ollama answers 503 when its own queue is full ("server busy"): another backend may have room.
@@ -288,7 +283,7 @@ class Gateway:
         state = request.state
         state["backend"] = lease.backend.name
         ticket: Ticket | None = state.get("cache_ticket")
-        done = _RelayEnd(self, request, upstream, lease, ticket, sent_at, call)
+        done = RelayEnd(self, request, upstream, lease, ticket, sent_at, call)
         relay = RelayResponse(upstream, extra, sse_errors=call.surface == "openai", on_done=done)
         if ticket is not None:
             ticket.attach(relay)
@@ -299,31 +294,7 @@ class Gateway:
         request.body = b""
         return relay
 
-    # ---- record ---------------------------------------------------------------------------
-
-    def _count_generation(
-        self,
-        model: str,
-        backend: Backend,
-        request: Request,
-        outcome: RelayOutcome,
-        counts: Counts,
-    ) -> None:
-        state = request.state
-        ttft = None
-        if outcome.first_byte_at is not None:
-            ttft = outcome.first_byte_at - state["started"]
-        state["prompt_tokens"] = counts.prompt_tokens
-        state["generated_tokens"] = counts.generated_tokens
-        self.services.metrics.generation(
-            model,
-            backend.name,
-            state.get("key_id") or "",
-            ttft,
-            counts.prompt_tokens,
-            counts.generated_tokens,
-            counts.tokens_per_second,
-        )
+    # ---- record (the end of a relayed answer: corral.http.relay_end) ------------------------
 
     def _log(
         self, request: Request, status: int, size: int, outcome: RelayOutcome | None = None
@@ -338,78 +309,3 @@ class Gateway:
         services.metrics.request(
             request.method, entry["route"], status, entry["duration_ms"] / 1000, entry["client"]
         )
-
-
-class _RelayEnd:
-    """What the end of a relayed answer settles, once, however it ended: the backend's slot and
-    health, the cache, the token counts, the access log.
-
-    An object rather than a closure: one waits for every open stream, and a closure over all it
-    needs costs some 600 bytes more in cells; it would also keep the request's parsed body alive
-    (through its Call) for as long as the answer streams.
-    """
-
-    __slots__ = (
-        "gateway",
-        "keep_alive",
-        "lease",
-        "model",
-        "num_ctx",
-        "request",
-        "sent_at",
-        "ticket",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        gateway: Gateway,
-        request: Request,
-        upstream: UpstreamResponse,
-        lease: Lease,
-        ticket: Ticket | None,
-        sent_at: float,
-        call: Call,
-    ) -> None:
-        self.gateway = gateway
-        self.request = request
-        self.upstream = upstream
-        self.lease = lease
-        self.ticket = ticket
-        self.sent_at = sent_at
-        # What the end needs of the call, not the call: its body and fields can be large.
-        self.model = call.model_key
-        self.num_ctx = call.num_ctx
-        self.keep_alive = keep_alive_seconds(call.fields.get("keep_alive"))
-
-    def __call__(self, outcome: RelayOutcome) -> None:
-        gateway, request, upstream = self.gateway, self.request, self.upstream
-        backend = self.lease.backend
-        self.lease.release()
-        if self.ticket is not None:
-            self.ticket.finish(upstream, outcome)
-        status = upstream.status
-        model = self.model
-        if outcome.error is not None:
-            request.state["error"] = outcome.error
-            backend.record_failure(outcome.error)
-        elif not upstream.complete:
-            status = 499
-            gateway.services.metrics.cancelled("mid_answer")
-        elif status == 200 and model is not None and _is_error_line(outcome.last_chunk):
-            # The model runner failed after the answer began: a 200, then an error line.
-            backend.record_failure("error line in stream")
-        elif status == 200:
-            # Service time, from sending to the last byte, without any model load: what a
-            # request queued for this (now warm) backend will wait for.
-            elapsed = time.perf_counter() - self.sent_at
-            if model is not None:
-                counts = final_counts(outcome.tail)
-                backend.learn(model, counts.load_seconds, self.num_ctx, self.keep_alive)
-                elapsed = max(0.0, elapsed - (counts.load_seconds or 0.0))
-                gateway._count_generation(model, backend, request, outcome, counts)
-            backend.record_success(elapsed)
-        elif status < 500:
-            # The backend is fine; the request was not (a 4xx is the client's mistake).
-            backend.record_success()
-        gateway._log(request, status, outcome.bytes_sent, outcome)
