@@ -68,22 +68,21 @@ _RESET_TEXTS_UP_TO = 3600
 
 def _reset_text(reset_after: float) -> bytes:
     seconds = _ceil(reset_after)
-    return _reset_texts.get(seconds) or _new_reset_text(seconds)
-
-
-def _new_reset_text(seconds: int) -> bytes:
-    text = b"%d" % seconds
-    if seconds <= _RESET_TEXTS_UP_TO:
-        _reset_texts[seconds] = text
+    text = _reset_texts.get(seconds)
+    if text is None:
+        text = b"%d" % seconds
+        if seconds <= _RESET_TEXTS_UP_TO:
+            _reset_texts[seconds] = text
     return text
 
 
 def _limit_headers(
-    names: tuple[bytes, bytes, bytes], limit: bytes, decision: Verdict
+    limit: tuple[bytes, bytes], names: tuple[bytes, bytes, bytes], decision: Verdict
 ) -> tuple[tuple[bytes, bytes], ...]:
-    """A limit's headers on an answer: its size, the units left, seconds to its reset."""
+    """A limit's headers on an answer: its size (``limit``, the header ready made), the units
+    left, seconds to its reset."""
     return (
-        (names[0], limit),
+        limit,
         (names[1], b"%d" % decision[1]),  # remaining
         (names[2], _reset_text(decision[2])),  # reset_after
     )
@@ -243,12 +242,7 @@ class LimitStage:
                 best = min(indices, key=lambda index: decisions[index][1])
                 decision = decisions[best]
                 limit = (names[0], plan.checks[best].limit_text)
-            reset = _ceil(decision[2])  # reset_after (_reset_text, inlined: every request)
-            headers += (
-                limit,
-                (names[1], b"%d" % decision[1]),  # remaining
-                (names[2], _reset_texts.get(reset) or _new_reset_text(reset)),
-            )
+            headers += _limit_headers(limit, names, decision)
         return Admission(self, plan, reserve)
 
     def _deny(
@@ -277,7 +271,7 @@ class LimitStage:
             )
         names = HEADER_NAMES.get(check.counts)
         if names is not None:
-            headers += _limit_headers(names, check.limit_text, decision)
+            headers += _limit_headers((names[0], check.limit_text), names, decision)
         if cost > check.rate.limit:
             message = f"request needs about {cost} tokens, more than {check.name}"
         else:

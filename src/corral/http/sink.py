@@ -80,46 +80,35 @@ class ResponseWriter:
         # Held back so the head and the first body bytes leave in one write.
         self._head = b"".join(parts)
 
-    # write and write_many run for every read of every stream: each frames its bytes, puts the
-    # head first while it is still held back, and writes (_write_raw), in line.
-
     def write(self, data: bytes) -> None:
         if self._head_only:
             return
         if self._chunked:
             data = b"%x\r\n%b\r\n" % (len(data), data)
-        head = self._head
-        if head:
-            self._head = b""
-            data = head + data
-        transport = self._transport
-        if transport is not None and not self._closed:
-            transport.write(data)
+        self._write_body(data)
 
     def write_many(self, chunks: list[bytes]) -> None:
         """Several body chunks in one write, each framed as it would be alone."""
         if self._head_only:
             return
         if self._chunked:
-            data = b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks])
+            self._write_body(b"".join([b"%x\r\n%b\r\n" % (len(c), c) for c in chunks]))
         else:
-            data = b"".join(chunks)
+            self._write_body(b"".join(chunks))
+
+    def end(self) -> None:
+        self._write_body(b"0\r\n\r\n" if self._chunked else b"")
+
+    def _write_body(self, data: bytes) -> None:
+        """Framed body bytes, after the head while it is still held back (so that the head and
+        the first body bytes leave in one write)."""
         head = self._head
         if head:
             self._head = b""
             data = head + data
-        transport = self._transport
-        if transport is not None and not self._closed:
+        transport = self._transport  # _write_raw, in line: this runs for every read of a stream
+        if data and transport is not None and not self._closed:
             transport.write(data)
-
-    def end(self) -> None:
-        tail = b"0\r\n\r\n" if self._chunked else b""
-        head = self._head
-        if head:
-            self._head = b""
-            tail = head + tail
-        if tail:
-            self._write_raw(tail)
 
     async def drain(self) -> None:
         if self._closed:
