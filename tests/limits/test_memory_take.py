@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.limits.memory import MemoryLimiter, fixed_parts
+from corral.limits.memory import SWEEP_EVERY, MemoryLimiter, fixed_parts
 from corral.limits.rate import Rate
 from tests.limits.conftest import FakeClock
 
@@ -95,3 +95,26 @@ def test_a_denial_gives_back_what_the_pass_took_before_it() -> None:
     assert decisions[-1][1] == 10
     # The fresh request count is gone; the concurrency count has its units and expiry back.
     assert _state(limiter, clock.now) == before
+
+
+def test_counts_whose_window_ended_are_swept_within_a_second() -> None:
+    """Memory stays bounded by the keys seen in about one window, whichever path counts."""
+    clock = FakeClock()
+    limiter = MemoryLimiter(clock)
+    minute = Rate(10, 60.0)
+    for n in range(100):
+        parts = ((f"ip:{n}", minute, False),)
+        limiter.take(parts, 0, fixed_parts(parts))
+    limiter.hit_now("key:a", Rate(10, 5.0))
+    assert len(limiter._state) == 101
+    clock.now += 30.0  # key:a's window is over, the others' are not
+    limiter.hit_now("key:b", minute)
+    assert "key:a" not in limiter._state and len(limiter._state) == 101
+    clock.now += 31.0 + SWEEP_EVERY
+    limiter.hit_many_now([("key:c", minute, 1)])
+    assert set(limiter._state) == {"key:b", "key:c"}
+    # A minute on, the take that starts ip:0's new window sweeps the two that ended.
+    clock.now += 60.0
+    parts = (("ip:0", minute, False),)
+    limiter.take(parts, 0, fixed_parts(parts))
+    assert set(limiter._state) == {"ip:0"}

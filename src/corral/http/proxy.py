@@ -160,13 +160,11 @@ class Gateway:
             call, admission = limits.admit_now(call, request, extra)
         else:
             call, admission = await limits.admit(call, request, extra)
-        forwarded = False
         try:
             response = await self._forward(call, request, extra)
-            forwarded = True
-        finally:
-            if not forwarded:  # failed or cancelled: nothing was generated
-                admission.end(0)
+        except BaseException:  # failed or cancelled: nothing was generated
+            admission.end(0)
+            raise
         if not isinstance(response, RelayResponse):
             admission.end(0)  # a cached answer counts as a request, never as tokens
             return response

@@ -1,7 +1,7 @@
 """Limits counted in this process: the :class:`~corral.limits.rate.Limiter` for one instance.
 
 Every operation runs without suspending, so each hit, and each batch of hits, is atomic on the
-event loop. Counts live in one dict; finished windows are swept now and then, not on every hit.
+event loop. Counts live in one dict; finished windows are swept once a second, not on every hit.
 
 Example::
 
@@ -18,9 +18,9 @@ from typing import Any
 
 from corral.limits.rate import Decision, Hit, Rate, Verdict
 
-# Hits between two sweeps of expired counts: often enough to bound memory by the keys seen in
-# about one window, rarely enough to cost nothing per hit.
-_SWEEP_EVERY = 4096
+# Seconds between two sweeps of expired counts: memory stays bounded by the keys seen in about
+# one window, and a sweep costs nothing per hit but one comparison.
+SWEEP_EVERY = 1.0
 
 # A check of a simple plan, flattened for :meth:`MemoryLimiter.take`: its bit (1 << position),
 # key, limit, window, whether it counts concurrency, and whether it takes the reservation.
@@ -48,7 +48,7 @@ class MemoryLimiter:
         # key -> [value, expires_at]: the count (fixed, concurrent; a whole number, so that
         # what is left is one too) or the theoretical arrival time (smooth).
         self._state: dict[str, list[Any]] = {}  # [int | float, float]
-        self._hits = 0
+        self._sweep_at = clock() + SWEEP_EVERY
 
     async def hit(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         return self.hit_now(key, rate, cost)
@@ -83,8 +83,7 @@ class MemoryLimiter:
 
     def hit_now(self, key: str, rate: Rate, cost: int = 1) -> Decision:
         now = self._clock()
-        self._hits += 1
-        if self._hits % _SWEEP_EVERY == 0:
+        if now >= self._sweep_at:
             self._sweep(now)
         return self._hit(key, rate, cost, now)
 
@@ -109,8 +108,7 @@ class MemoryLimiter:
         """Every hit in turn; on the first denial, every count the batch changed is put back
         as it was, so the batch takes all or nothing (see ``Limiter.hit_many``)."""
         now = self._clock()
-        self._hits += len(hits)
-        if self._hits % _SWEEP_EVERY < len(hits):
+        if now >= self._sweep_at:
             self._sweep(now)
         return self._hit_in_turn(hits, now)
 
@@ -142,8 +140,7 @@ class MemoryLimiter:
         The decisions are plain tuples in :class:`Decision`'s order: this is the hot path of
         every limited request, and a named tuple costs a second tuple and a call."""
         now = self._clock()
-        self._hits += len(parts)
-        if self._hits % _SWEEP_EVERY < len(parts):
+        if now >= self._sweep_at:
             self._sweep(now)
         if fixed is None:
             return self._hit_in_turn([(k, r, reserve if t else 1) for k, r, t in parts], now)
@@ -163,22 +160,22 @@ class MemoryLimiter:
                 fresh |= bit
                 decisions.append((True, limit - cost, 0.0 if concurrent else window, 0.0))
                 continue
-            count = entry[0]
-            if count + cost > limit:
+            count = entry[0] + cost
+            if count > limit:
                 self._untake(fixed, reserve, fresh, renewed, len(decisions))
                 reset_after = entry[1] - now
                 retry = 1.0 if concurrent else reset_after
-                decisions.append((False, max(0, limit - count), reset_after, retry))
+                decisions.append((False, max(0, limit - count + cost), reset_after, retry))
                 return decisions
-            entry[0] = count + cost
+            entry[0] = count
             if concurrent:
                 if renewed is None:
                     renewed = []
                 renewed.append((entry, entry[1]))
                 entry[1] = now + window
-                decisions.append((True, limit - count - cost, 0.0, 0.0))
+                decisions.append((True, limit - count, 0.0, 0.0))
             else:
-                decisions.append((True, limit - count - cost, entry[1] - now, 0.0))
+                decisions.append((True, limit - count, entry[1] - now, 0.0))
         return decisions
 
     def _untake(
@@ -253,6 +250,7 @@ class MemoryLimiter:
         return Decision(True, remaining, new_tat - now)
 
     def _sweep(self, now: float) -> None:
+        self._sweep_at = now + SWEEP_EVERY
         expired = [key for key, (_, expires) in self._state.items() if expires <= now]
         for key in expired:
             del self._state[key]

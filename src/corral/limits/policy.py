@@ -59,13 +59,16 @@ HEADER_NAMES: dict[Counts, tuple[bytes, bytes, bytes]] = {
 
 
 class Shown(NamedTuple):
-    """The headers of one kind of limit (requests, tokens) on an answer: the tightest of the
-    checks ``indices`` speaks for all of them. ``limit`` is the header with the size of the
-    first of them, ready made: usually there is only one."""
+    """The headers of one kind of limit (requests, tokens) on an answer: the check ``sole``
+    speaks for the kind, or, when ``sole`` is -1, the tightest of the checks ``indices``.
+    ``limit`` is the header with the size of the first of them, ready made: usually there is
+    only one. ``remaining`` and ``reset`` are the names of the other two headers."""
 
+    sole: int
     indices: tuple[int, ...]
     limit: tuple[bytes, bytes]
-    names: tuple[bytes, bytes, bytes]
+    remaining: bytes
+    reset: bytes
 
 
 class Plan(NamedTuple):
@@ -97,9 +100,11 @@ def _plan(checks: tuple[Check, ...]) -> Plan:
             groups.setdefault(check.counts, []).append(index)
     shown = tuple(
         Shown(
+            indices[0] if len(indices) == 1 else -1,
             tuple(indices),
             (HEADER_NAMES[counts][0], checks[indices[0]].limit_text),
-            HEADER_NAMES[counts],
+            HEADER_NAMES[counts][1],
+            HEADER_NAMES[counts][2],
         )
         for counts, indices in groups.items()
     )

@@ -28,22 +28,6 @@ LENGTH_FIELD = {
 }
 
 
-def asked_length(call: Call) -> int | None:
-    """The most tokens ``call`` asks to generate, or ``None`` when it sets no limit (or is not
-    a generating call)."""
-    field = LENGTH_FIELD.get(call.endpoint)
-    if field is None:
-        return None
-    fields = call.fields
-    if field == "num_predict":
-        options = fields.get("options")
-        value = options.get("num_predict") if type(options) is dict else None
-    else:
-        value = fields.get("max_completion_tokens", fields.get(field))
-    # Ollama reads -1 (and -2) as "no limit"; ``type`` also turns away booleans.
-    return value if type(value) is int and value > 0 else None
-
-
 def with_length(call: Call, tokens: int) -> Call:
     """``call`` with its length limit set to ``tokens``, body included."""
     field = LENGTH_FIELD[call.endpoint]
@@ -59,13 +43,19 @@ def with_length(call: Call, tokens: int) -> Call:
 def reservation(call: Call, max_tokens: int) -> tuple[Call, int]:
     """The tokens ``call`` reserves, and the call: with ``max_tokens`` as its length limit
     (body included) when it is a generating call that named none."""
-    length = asked_length(call)
-    if length is None:
-        if call.endpoint not in LENGTH_FIELD:
-            length = 0
-        else:
-            length = max_tokens
-            call = with_length(call, length)
     # The prompt: Ollama's tokens average about four bytes of text; a third of the body errs
     # high, and the reservation is settled with the real count anyway.
-    return call, len(call.body) // 3 + 1 + length
+    field = LENGTH_FIELD.get(call.endpoint)
+    if field is None:
+        return call, len(call.body) // 3 + 1  # not a generating call
+    fields = call.fields
+    if field == "num_predict":
+        options = fields.get("options")
+        asked = options.get(field) if type(options) is dict else None
+    else:
+        asked = fields.get("max_completion_tokens", fields.get(field))
+    # Ollama reads -1 (and -2) as "no limit"; ``type`` also turns away booleans.
+    if type(asked) is not int or asked <= 0:
+        asked = max_tokens
+        call = with_length(call, asked)
+    return call, len(call.body) // 3 + 1 + asked
