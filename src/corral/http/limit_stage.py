@@ -14,6 +14,7 @@ Example::
     call, admission = await stage.admit(call, request, extra_headers)
     ...
     admission.end(used_tokens)      # None: keep the reservation (the count is unknown)
+    admission.relayed(200, state)   # or: with the counts a relayed answer reported
 
 Each key's use of its own limits is also a metric (``corral_key_limit_used`` against
 ``corral_key_limit``), read when ``/metrics`` is scraped: live from memory, or from a copy that
@@ -41,7 +42,6 @@ if TYPE_CHECKING:
     from corral.auth.principal import Principal
     from corral.context import Call
     from corral.http.messages import HeaderList, Request
-    from corral.http.relay import RelayOutcome, RelayResponse
     from corral.observability.metrics import LimitUse, Metrics
     from corral.settings import LimitSettings
 
@@ -97,31 +97,22 @@ def _limit_headers(
 class Admission:
     """What a request took from the limits; :meth:`end` gives back what it did not use."""
 
-    __slots__ = ("_plan", "_previous", "_stage", "_state", "_status", "reserved")
+    __slots__ = ("_plan", "_stage", "reserved")
 
     def __init__(self, stage: LimitStage, plan: Plan | None, reserved: int) -> None:
         self._stage = stage
         self._plan = plan  # None: nothing was taken (the limiter was down, failing open)
         self.reserved = reserved
 
-    def end_with(self, response: RelayResponse, state: dict[str, Any]) -> None:
-        """:meth:`end` when ``response``'s relay ends, with the tokens its answer reported
-        (``state``'s ``prompt_tokens`` and ``generated_tokens``)."""
-        self._previous = response.on_done
-        self._status = response.status
-        self._state = state
-        response.on_done = self._relayed
-
-    def _relayed(self, outcome: RelayOutcome) -> None:
-        if self._previous is not None:
-            self._previous(outcome)
-        state = self._state
+    def relayed(self, status: int, state: dict[str, Any]) -> None:
+        """:meth:`end` for a relayed answer of ``status``, with the tokens it reported
+        (``state``'s ``prompt_tokens`` and ``generated_tokens``); the relay's end calls it."""
         prompt, generated = state.get("prompt_tokens"), state.get("generated_tokens")
         if prompt is not None or generated is not None:
             self.end((prompt or 0) + (generated or 0))
         else:
             # An error answer generated nothing; a cut-off one may have: keep it all.
-            self.end(0 if self._status >= 400 else None)
+            self.end(0 if status >= 400 else None)
 
     def end(self, used_tokens: int | None) -> None:
         """Settle: token budgets keep ``used_tokens`` (0 for a cached answer or a failure

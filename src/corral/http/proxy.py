@@ -160,6 +160,7 @@ class Gateway:
             call, admission = limits.admit_now(call, request, extra)
         else:
             call, admission = await limits.admit(call, request, extra)
+        state["admission"] = admission  # a relayed answer's end (RelayEnd) settles it
         try:
             response = await self._forward(call, request, extra)
         except BaseException:  # failed or cancelled: nothing was generated
@@ -167,8 +168,6 @@ class Gateway:
             raise
         if not isinstance(response, RelayResponse):
             admission.end(0)  # a cached answer counts as a request, never as tokens
-            return response
-        admission.end_with(response, state)
         return response
 
     async def _forward(self, call: Call, request: Request, extra: HeaderList) -> Response:

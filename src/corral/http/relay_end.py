@@ -1,7 +1,7 @@
 """The record stage of a relayed answer (DESIGN.md §3): when the relay ends, however it ended,
 :class:`RelayEnd` gives the backend its slot back and learns from the answer (health, service
-time, the model it now holds warm), finishes the cache ticket, counts the tokens and writes the
-access log line.
+time, the model it now holds warm), finishes the cache ticket, counts the tokens, settles what the
+request reserved from its limits (``state["admission"]``) and writes the access log line.
 
 Example::
 
@@ -104,6 +104,9 @@ class RelayEnd:
         elif status < 500:
             # The backend is fine; the request was not (a 4xx is the client's mistake).
             backend.record_success()
+        admission = request.state.get("admission")
+        if admission is not None:  # what the request reserved from its limits
+            admission.relayed(upstream.status, request.state)
         gateway._log(request, status, outcome.bytes_sent, outcome)
 
     def _count_generation(

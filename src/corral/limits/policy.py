@@ -71,9 +71,11 @@ class Shown(NamedTuple):
     reset: bytes
 
 
-class Plan(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Plan:
     """The checks on one kind of request, with what admitting and settling it needs to know of
-    them, worked out once per plan rather than on every request."""
+    them, worked out once per plan rather than on every request. Slots, not a named tuple: its
+    fields are read on every limited request, and a slot is read in half the time."""
 
     checks: tuple[Check, ...]
     any_tokens: bool
