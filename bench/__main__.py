@@ -52,6 +52,9 @@ figures too) to ``bench/results/latest.json``. The exit status is 1 when somethi
 under load (an answer outside 2xx, a broken stream, a process that died), else 0; a missed target
 shows as FAIL in the table but does not change the exit status, and neither does a Redis that is
 not there.
+
+The costs of limits and recording also come as instruction counts, which the machine's noise does
+not move: ``python -m bench.instructions`` (corral under valgrind's callgrind).
 """
 
 from __future__ import annotations
