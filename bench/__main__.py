@@ -1,8 +1,8 @@
 """corral's benchmark: corral against a direct connection to the same Ollama simulator, same run.
 
-    python -m bench                  # the full run, about two and a half minutes
-    python -m bench --quick          # under a minute
-    python -m bench --scenario a,c   # some scenarios only
+    python -m bench                  # the full run, about four and a half minutes
+    python -m bench --quick          # about a minute and a half
+    python -m bench --scenario a,c   # some scenarios only (a, b, c, d, i)
     python -m bench --smoke          # a few requests each, unpinned: checks the machinery works
 
 What is measured (each scenario starts its own simulator and corral):
@@ -53,8 +53,10 @@ under load (an answer outside 2xx, a broken stream, a process that died), else 0
 shows as FAIL in the table but does not change the exit status, and neither does a Redis that is
 not there.
 
-The costs of limits and recording also come as instruction counts, which the machine's noise does
-not move: ``python -m bench.instructions`` (corral under valgrind's callgrind).
+(i) The costs of limits and recording again, as instructions per request: corral under valgrind's
+    callgrind, switched between its modes in one process (``bench/instructions.py``, also
+    ``python -m bench.instructions``). Unlike requests per second, the machine's noise does not
+    move them. Without valgrind, its rows say "not measured"; a smoke run leaves it out.
 """
 
 from __future__ import annotations
@@ -88,7 +90,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--smoke", action="store_true", help="a tiny unpinned run that checks the machinery"
     )
     parser.add_argument(
-        "--scenario", default=",".join(SCENARIOS), help="comma-separated, from: a,b,c,d"
+        "--scenario",
+        help=f"comma-separated, from: {','.join(SCENARIOS)} (default: all; a smoke run leaves"
+        " out i)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of direct, corral... per scenario")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
@@ -97,7 +101,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="the JSON results")
     args = parser.parse_args(argv)
-    keys = [key.strip().lower() for key in args.scenario.split(",") if key.strip()]
+    if args.scenario is None:
+        keys = [key for key in SCENARIOS if key != "i" or not args.smoke]
+    else:
+        keys = [key.strip().lower() for key in args.scenario.split(",") if key.strip()]
     unknown = [key for key in keys if key not in SCENARIOS]
     if unknown or not keys:
         parser.error(f"--scenario takes some of {','.join(SCENARIOS)}; got {args.scenario!r}")

@@ -2,6 +2,7 @@
 
     python -m bench.instructions                  # 3,000 requests in each mode
     python -m bench.instructions --requests 500   # quicker, a little less exact
+    python -m bench --scenario i                  # the same, as rows of the benchmark's table
 
 Scenario (a)'s rows for these costs compare requests per second, which on a shared two-core
 machine move by more than the costs themselves between rounds seconds apart. An instruction count
@@ -37,19 +38,23 @@ from bench.procs import (
     SWITCH_LIMITS,
     SWITCH_RECORDING,
     Service,
+    ServiceFailed,
     free_port,
     launch,
     start_simulator,
     switched,
 )
-from bench.report import GE, TIMES
-from bench.rounds import chat_body
+from bench.report import GE, TIMES, Row, ScenarioResult
+from bench.rounds import Bench, chat_body
 
 CONNECTIONS = 16
 WARM_UP_REQUESTS = 800
 # Under callgrind corral runs some 50 times slower, its start-up included.
 READY_TIMEOUT = 180.0
 TARGET = 0.90
+# Per mode, when the profile counts none (a smoke run that asks for (i) by name): enough to check
+# the machinery and that the modes switch.
+FEW_REQUESTS = 1000
 
 
 async def _one_connection(port: int, request: bytes, count: int) -> None:
@@ -60,7 +65,7 @@ async def _one_connection(port: int, request: bytes, count: int) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
             status_line, _, rest = head.partition(b"\r\n")
             if b" 200 " not in status_line:
-                raise RuntimeError(f"corral answered {status_line.decode(errors='replace')}")
+                raise ServiceFailed(f"corral answered {status_line.decode(errors='replace')}")
             length = 0
             for line in rest.split(b"\r\n"):
                 name, _, value = line.partition(b":")
@@ -95,12 +100,14 @@ class Counted:
         self._dumps = 0
 
     def _control(self, *args: str) -> None:
-        subprocess.run(
+        done = subprocess.run(
             ["callgrind_control", *args, str(self.service.pid)],
-            check=True,
+            check=False,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        if done.returncode != 0:
+            raise ServiceFailed(f"callgrind_control {' '.join(args)} failed ({done.returncode})")
 
     def per_request(self, requests: int) -> float:
         """Instructions corral executes per request, over ``requests`` requests."""
@@ -123,7 +130,7 @@ class Counted:
                     if line.startswith("totals:"):
                         return int(line.split()[1])
             if time.monotonic() > deadline:
-                raise RuntimeError(f"callgrind wrote no totals to {path}")
+                raise ServiceFailed(f"callgrind wrote no totals to {path}")
             time.sleep(0.1)
 
 
@@ -146,8 +153,11 @@ def counted_corral(backend_url: str, out_dir: Path) -> Iterator[Counted]:
         service.stop()
 
 
+MODES = ("default", "limits on (memory)", "recording off", "default, again")
+
+
 def measure(requests: int) -> dict[str, float]:
-    """Instructions per request in each mode, in the order they were counted."""
+    """Instructions per request in each of :data:`MODES`, counted in that order."""
     simulator = start_simulator(1e9, 0, None)
     try:
         with (
@@ -165,46 +175,71 @@ def measure(requests: int) -> dict[str, float]:
         simulator.stop()
 
 
-def report(figures: dict[str, float]) -> str:
+def rows(figures: dict[str, float]) -> list[Row]:
+    """The rows of these counts: each mode against its baseline, as the throughput it keeps if
+    time follows instructions (the baseline's count over the mode's)."""
     default = (figures["default"] + figures["default, again"]) / 2
-    spread = abs(figures["default"] - figures["default, again"]) / default
     limits, recording_off = figures["limits on (memory)"], figures["recording off"]
-    rows = [
-        ("default (recording on, limits off)", default, None, None),
-        ("limits on (memory); baseline: limits off", limits, default / limits, TARGET),
-        ("recording on; baseline: recording off", default, recording_off / default, TARGET),
-        ("recording off", recording_off, None, None),
-    ]
-    lines = [
-        "| corral mode | instructions per request | ratio | target | pass |",
-        "|---|---:|---:|---|---|",
-    ]
-    for name, count, ratio, target in rows:
-        if ratio is None or target is None:
-            lines.append(f"| {name} | {count:,.0f} | — | — | — |")
-        else:
-            verdict = "pass" if ratio >= target else "FAIL"
-            lines.append(
-                f"| {name} | {count:,.0f} | {TIMES}{ratio:.3f} | {GE} {TIMES}{target:.2f}"
-                f" | {verdict} |"
-            )
-    lines.append("")
-    lines.append(
-        f"The default mode, counted first and last, differed by {spread:.1%}: "
-        f"{figures['default']:,.0f} and {figures['default, again']:,.0f}."
+    target = f"{GE} {TIMES}{TARGET:.2f}"
+    found = [
+        Row("(i) instructions per request, default corral", "instr", None, default, "absolute"),
+        Row(
+            "(i) instructions per request, limits on (memory); baseline: limits off", "instr",
+            default, limits, "ratio", default / limits, target,
+        ),
+        Row(
+            "(i) instructions per request, recording on; baseline: recording off", "instr",
+            recording_off, default, "ratio", recording_off / default, target,
+        ),
+    ]  # fmt: skip
+    for row in found[1:]:
+        row.passed = row.change is not None and row.change >= TARGET
+    return found
+
+
+def instruction_costs(bench: Bench) -> ScenarioResult:
+    """Scenario (i) of ``python -m bench``."""
+    result = ScenarioResult("i", "instructions per request, by callgrind")
+    requests = bench.profile.i_requests or FEW_REQUESTS
+    result.setup = {"requests_per_mode": requests, "connections": CONNECTIONS}
+    missing = _missing_tools()
+    if missing:
+        reason = f"{', '.join(missing)} not found"
+        result.rows = [
+            Row(row.metric, "instr", None, None, row.compare, unmeasured=reason)
+            for row in rows(dict.fromkeys(MODES, 1.0))
+        ]
+        return result
+    figures = measure(requests)
+    result.rows = rows(figures)
+    result.runs = {"callgrind": [figures]}
+    default, again = figures["default"], figures["default, again"]
+    result.notes.append(
+        "ratios: the baseline's instructions per request over the mode's, counted for"
+        f" {requests:,} requests in each mode of one corral process; the default, counted first"
+        f" and last, differed by {abs(default - again) / default:.1%}"
     )
-    return "\n".join(lines)
+    return result
+
+
+def _missing_tools() -> list[str]:
+    return [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="per mode (default 3000)")
     args = parser.parse_args(argv)
-    missing = [tool for tool in ("valgrind", "callgrind_control") if shutil.which(tool) is None]
+    missing = _missing_tools()
     if missing:
         print(f"not measured: {', '.join(missing)} not found (Debian: apt-get install valgrind)")
         return
-    print(report(measure(max(args.requests, CONNECTIONS))))
+    figures = measure(max(args.requests, CONNECTIONS))
+    for mode, count in figures.items():
+        print(f"{mode:>20}: {count:,.0f} instructions per request")
+    for row in rows(figures)[1:]:
+        verdict = "pass" if row.passed else "FAIL"
+        print(f"{row.metric}: {TIMES}{row.change:.3f} (target {row.target}): {verdict}")
 
 
 if __name__ == "__main__":

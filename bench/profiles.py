@@ -41,6 +41,9 @@ class Profile:
     d_streams: int
     d_tokens_per_second: float
     d_hold: float
+    # (i) instructions per request in each mode (bench/instructions.py)
+    i_requests: int
+    """Requests counted per mode; 0 leaves (i) out unless asked for by name."""
 
     @property
     def b_stream_seconds(self) -> float:
@@ -54,6 +57,7 @@ FULL = Profile(
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=3.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=3.0,
+    i_requests=3000,
 )  # fmt: skip
 
 QUICK = Profile(
@@ -63,6 +67,7 @@ QUICK = Profile(
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
     c_connections=64, c_tokens=200, c_warmup=0.5, c_duration=2.0,
     d_streams=500, d_tokens_per_second=1.0, d_hold=1.5,
+    i_requests=1000,
 )  # fmt: skip
 
 SMOKE = Profile(
@@ -73,6 +78,8 @@ SMOKE = Profile(
     b_streams=10, b_tokens=10, b_tokens_per_second=100.0, b_ramp=0.05,
     c_connections=4, c_tokens=50, c_warmup=0.2, c_duration=0.5,
     d_streams=10, d_tokens_per_second=5.0, d_hold=0.3,
+    # (i) runs corral under valgrind, slow to start: only when asked for by name.
+    i_requests=0,
 )  # fmt: skip
 
 PROFILES = {p.name: p for p in (FULL, QUICK, SMOKE)}

@@ -104,6 +104,8 @@ def _number(value: float | None, unit: str) -> str:
         return f"{value:.1f} MB"
     if unit == "us":
         return f"{value:.1f} {MICRO}s"
+    if unit == "instr":
+        return f"{value:,.0f}"
     return f"{value:g} {unit}"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from bench.instructions import instruction_costs
 from bench.procs import Service, ServiceFailed
 from bench.profiles import UNPACED
 from bench.report import GE, MICRO, TIMES, Row, ScenarioResult
@@ -341,12 +342,14 @@ SCENARIOS: dict[str, Callable[[Bench], ScenarioResult]] = {
     "b": concurrent_streams,
     "c": chunk_throughput,
     "d": open_stream_memory,
+    "i": instruction_costs,
 }
 TITLES = {
     "a": "non-streaming /api/chat requests per second",
     "b": "added latency and corral CPU with many concurrent streams",
     "c": "streamed chunks per second through one corral process",
     "d": "corral memory with many open streams",
+    "i": "instructions per request: limits and recording, counted by callgrind",
 }
 
 
