@@ -161,11 +161,13 @@ class Gateway:
         else:
             call, admission = await limits.admit(call, request, extra)
         state["admission"] = admission  # a relayed answer's end (RelayEnd) settles it
+        forwarded = False
         try:
             response = await self._forward(call, request, extra)
-        except BaseException:  # failed or cancelled: nothing was generated
-            admission.end(0)
-            raise
+            forwarded = True
+        finally:
+            if not forwarded:  # failed or cancelled: nothing was generated
+                admission.end(0)
         if not isinstance(response, RelayResponse):
             admission.end(0)  # a cached answer counts as a request, never as tokens
         return response
