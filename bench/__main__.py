@@ -1,6 +1,6 @@
 """corral's benchmark: corral against a direct connection to the same Ollama simulator, same run.
 
-    python -m bench                  # the full run, about four and a half minutes
+    python -m bench                  # the full run, about four minutes
     python -m bench --quick          # about a minute and a half
     python -m bench --scenario a,c   # some scenarios only (a, b, c, d, i)
     python -m bench --smoke          # a few requests each, unpinned: checks the machinery works
