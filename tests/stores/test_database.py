@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from corral.storage import engine
 from corral.storage.engine import THREAD_NAME, Database, DatabaseUnavailable
 from tests.stores.backing import sqlite_url
 
@@ -116,3 +117,29 @@ def test_serving_corral_loads_neither_the_orm_nor_an_async_driver() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+async def test_a_stuck_postgresql_statement_ends_at_the_statement_timeout(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement that never ends (a lock never given up, a server gone silent) would hold a
+    database thread, and an exit waiting for it, for ever: PostgreSQL cancels it instead."""
+    monkeypatch.setattr(engine, "POSTGRES_STATEMENT_TIMEOUT_MS", 200)
+    database = Database(postgres_url)
+    await database.start()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="statement timeout"):
+            await asyncio.wait_for(
+                database.read(lambda conn: conn.execute(sa.text("SELECT pg_sleep(30)"))), 20
+            )
+        # The connection is fine afterwards, and a URL's own options win over the default.
+        assert await database.read(lambda conn: conn.scalar(sa.text("SELECT 1"))) == 1
+    finally:
+        await database.aclose()
+    own = Database(f"{postgres_url}?options=-c%20statement_timeout%3D0")
+    await own.start()
+    try:
+        setting = await own.read(lambda conn: conn.scalar(sa.text("SHOW statement_timeout")))
+        assert setting == "0"
+    finally:
+        await own.aclose()

@@ -70,6 +70,11 @@ POSTGRES_THREADS = 4
 # does not answer fails a start, a refresh or a batch in this time, and never holds up an exit
 # for longer.
 POSTGRES_CONNECT_TIMEOUT = 10
+# Milliseconds a PostgreSQL statement may run (unless the URL sets ``options``): a statement
+# stuck on a lock or a server that stopped answering ends with an error in this time, rather
+# than holding one of the database's threads, and an exit that waits for it, for ever. Far
+# above what corral's statements take, usage reports over long spans included.
+POSTGRES_STATEMENT_TIMEOUT_MS = 60_000
 THREAD_NAME = "corral-db"
 
 
@@ -221,8 +226,12 @@ class Database:
         else:
             threads = POSTGRES_THREADS
             options["pool_size"] = POSTGRES_THREADS
+            connect_args: dict[str, Any] = {}
             if "connect_timeout" not in self.url.query:
-                options["connect_args"] = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT}
+                connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT
+            if "options" not in self.url.query:
+                connect_args["options"] = f"-c statement_timeout={POSTGRES_STATEMENT_TIMEOUT_MS}"
+            options["connect_args"] = connect_args
         engine = sa.create_engine(self.url, **options)
         if self.is_sqlite:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
