@@ -134,7 +134,8 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
     key_admin = AdminService(store, key_notices, keyring=keyring)
     usage, webhooks = open_recording(settings, database)
     limits = LimitStage(open_limiter(settings), settings.limits, metrics)
-    limits.report_keys(keyring)
+    authenticator = Authenticator(keyring)
+    limits.report_keys(keyring, authenticator.declared)
     metrics.count_recording(lambda: recording_counters(usage, webhooks))
     if webhooks is not None:
         hooks = webhooks
@@ -149,7 +150,7 @@ def build_services(settings: Settings, access_log: AccessLog | None = None) -> S
         keyring=keyring,
         key_notices=key_notices,
         key_activity=key_activity,
-        access=AccessControl(settings, Authenticator(keyring), key_activity),
+        access=AccessControl(settings, authenticator, key_activity),
         key_admin=key_admin,
         settings=settings,
         backends=backends,

@@ -49,8 +49,6 @@ async def scrape(gw: Gateway) -> str:
 
 async def use_keys(gw: Gateway) -> tuple[str, str]:
     """Two keys, "metered" used twice; both plaintexts."""
-    # The application wires this when it builds its services; repeating it is harmless.
-    gw.app.services.limits.report_keys(gw.app.services.keyring)
     metered = await gw.create_key("metered", rpm=5, max_concurrency=3)
     plain = await gw.create_key("plain")
     await gw.app.services.keyring.load()  # at once, whatever carries key changes to the ring
@@ -129,6 +127,20 @@ async def test_with_redis_the_metrics_come_from_a_background_refresh(
     assert spent > 0
     assert found == expected(gw, spent)
     assert not any(secret in text for secret in secrets)
+
+
+async def test_keys_declared_in_settings_are_reported_by_their_label(tmp_path: Path) -> None:
+    declared = "sk-declared-in-settings-0123456789"
+    limits = LimitSettings(key=ScopeLimits(requests=7))
+    async with gateway(tmp_path, limits=limits, auth={"keys": [declared]}) as gw:
+        answer = await gw.chat(headers={"Authorization": f"Bearer {declared}"})
+        assert answer.status_code == 200
+        text = await scrape(gw)
+    assert key_limits(text) == {
+        ("corral_key_limit_used", "settings key 1", "key_requests"): 1,
+        ("corral_key_limit", "settings key 1", "key_requests"): 7,
+    }
+    assert declared not in text
 
 
 async def test_a_stage_without_keys_to_report_adds_empty_families() -> None:

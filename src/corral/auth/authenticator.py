@@ -66,6 +66,11 @@ class Authenticator:
             for n, key in enumerate(static_keys, start=1)
         }
 
+    def declared(self) -> list[KeyEntry]:
+        """The keys declared in settings, as entries (a digest and a principal, never the key
+        itself): for the per-key metrics."""
+        return list(self._static.values())
+
     @property
     def enabled(self) -> bool:
         return self.required or bool(self._static) or bool(self.keyring and self.keyring.entries)

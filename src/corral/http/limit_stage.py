@@ -27,7 +27,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from corral.errors import RateLimited, Unavailable
@@ -150,6 +150,7 @@ class LimitStage:
         # Per-key use of limits, for metrics: which keys, the last copy read from a shared
         # limiter, and the task refreshing it.
         self._keyring: KeyRing | None = None
+        self._declared: Callable[[], Iterable[KeyEntry]] = tuple
         self._key_use: list[LimitUse] = []
         self._refresher: asyncio.Task[None] | None = None
         self._closed = False
@@ -292,9 +293,13 @@ class LimitStage:
             for check, n in zip(checks, used, strict=True)
         ]
 
-    def report_keys(self, keyring: KeyRing) -> None:
-        """Report the use of per-key limits of the usable keys in ``keyring`` as metrics."""
+    def report_keys(
+        self, keyring: KeyRing, declared: Callable[[], Iterable[KeyEntry]] = tuple
+    ) -> None:
+        """Report the use of per-key limits of the usable keys in ``keyring``, and of the keys
+        ``declared`` in settings (read at each scrape: a reload changes them), as metrics."""
         self._keyring = keyring
+        self._declared = declared
 
     def key_limit_use(self) -> list[LimitUse]:
         """Each reported key's use of each of its limits: (key label, limit label, used, max).
@@ -320,7 +325,7 @@ class LimitStage:
         now = time.time()
         return [
             (entry.principal.label, check)
-            for entry in list(self._keyring.entries.values())
+            for entry in [*self._keyring.entries.values(), *self._declared()]
             if _usable(entry, now)
             for check in self.policy.key_checks(entry.principal)
         ]
