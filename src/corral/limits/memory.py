@@ -213,6 +213,7 @@ class MemoryLimiter:
             if entry is not None:
                 left = entry[0] - units
                 entry[0] = left if left > 0 else 0
+
     def _restore(self, saved: list[tuple[str, list[float] | None]]) -> None:
         """Put entries back as ``saved`` found them, latest first (a key saved twice ends as
         its first save had it)."""
