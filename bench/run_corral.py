@@ -65,7 +65,7 @@ def _skip_recording(self: Gateway, *args: object, **kwargs: object) -> None:
     return None
 
 
-_RECORDING = Gateway._log
+_RECORDING = Gateway.record
 
 
 class Modes:
@@ -94,7 +94,7 @@ class Modes:
         self._apply()
 
     def _apply(self) -> None:
-        Gateway._log = _RECORDING if self.recording else _skip_recording  # type: ignore[method-assign]
+        Gateway.record = _RECORDING if self.recording else _skip_recording  # type: ignore[method-assign]
         self.app.services.limits.configure(LIMITS if self.limits else LimitSettings())
         if self.path is not None:
             self.path.write_text(json.dumps({"recording": self.recording, "limits": self.limits}))

@@ -76,12 +76,8 @@ class UpstreamResponse:
 
     def _on_body(self, chunks: list[bytes]) -> None:
         """The chunks of one read: relayed together (one write to the client), or kept."""
-        sink = self._sink
-        if sink is not None:
-            if len(chunks) == 1:
-                sink.on_chunk(chunks[0])
-            else:
-                sink.on_chunks(chunks)
+        if self._sink is not None:
+            _deliver(self._sink, chunks)
             return
         self._pending += chunks
         self._pending_size += sum(map(len, chunks))
@@ -165,6 +161,8 @@ class UpstreamResponse:
 
 
 def _deliver(sink: BodySink, chunks: list[bytes]) -> None:
+    """The chunks of one read to ``sink``: one callback whether they are one or several (the
+    connection's ``data_received`` does the same in line)."""
     if len(chunks) == 1:
         sink.on_chunk(chunks[0])
     else:

@@ -195,25 +195,13 @@ class LimitStage:
     def admit_now(
         self, call: Call, request: Request, headers: HeaderList
     ) -> tuple[Call, Admission]:
-        """:meth:`admit` without suspending, for the limiter in memory (``inline``).
-
-        The hot path of every limited request: :meth:`_plan` and :meth:`_admitted` written
-        out, which spares three calls and their packing of results per request."""
+        """:meth:`admit` without suspending, for the limiter in memory (``inline``): the hot
+        path of every limited request."""
         inline = self.inline
         assert inline is not None
-        state = request.state
-        plan = self.policy.plan(state["client_ip"], state.get("principal"), call.model_key)
-        reserve = 0
-        if plan.any_tokens:
-            asked = call
-            call, reserve = reservation(call, self.policy.max_tokens)
-            if call is not asked:
-                request.body = call.body  # a length limit was set
+        plan, call, reserve = self._plan(call, request)
         decisions = inline.take(plan.parts, reserve, plan.fixed)
-        if decisions and not decisions[-1][0]:  # not allowed: the last one decided denies
-            self._deny(call, request, headers, plan, reserve, decisions)
-        _limit_headers(headers, plan.shown, plan.checks, decisions)
-        return call, Admission(self, plan, reserve)
+        return call, self._admitted(call, request, headers, plan, reserve, decisions)
 
     def _plan(self, call: Call, request: Request) -> tuple[Plan, Call, int]:
         """The checks on ``call``, the call (with a length limit set when it named none and

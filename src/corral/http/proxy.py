@@ -133,10 +133,10 @@ class Gateway:
             response = render_error(err, surface)
         except asyncio.CancelledError:
             self.services.metrics.cancelled("before_answer")
-            self._log(request, 499, 0)
+            self.record(request, 499, 0)
             raise
         response.headers.extend(extra)
-        self._log(request, response.status, len(response.body))
+        self.record(request, response.status, len(response.body))
         return response
 
     def _metrics(self, request: Request) -> Response:
@@ -295,9 +295,11 @@ class Gateway:
 
     # ---- record (the end of a relayed answer: corral.http.relay_end) ------------------------
 
-    def _log(
+    def record(
         self, request: Request, status: int, size: int, outcome: RelayOutcome | None = None
     ) -> None:
+        """The record stage of a request that ended: its access log line, its usage (and
+        webhook event), its request metric. ``outcome``: how its relay ended, if relayed."""
         first_byte_at = None if outcome is None else outcome.first_byte_at
         entry = access_entry(request, status, size, time.perf_counter(), first_byte_at)
         services = self.services

@@ -107,7 +107,7 @@ class RelayEnd:
         admission = request.state.get("admission")
         if admission is not None:  # what the request reserved from its limits
             admission.relayed(upstream.status, request.state)
-        gateway._log(request, status, outcome.bytes_sent, outcome)
+        gateway.record(request, status, outcome.bytes_sent, outcome)
 
     def _count_generation(
         self,

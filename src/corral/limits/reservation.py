@@ -10,7 +10,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -43,19 +43,19 @@ def with_length(call: Call, tokens: int) -> Call:
 def reservation(call: Call, max_tokens: int) -> tuple[Call, int]:
     """The tokens ``call`` reserves, and the call: with ``max_tokens`` as its length limit
     (body included) when it is a generating call that named none."""
+    length: Any = 0  # not a generating call; else what the body asks, until checked
+    field = LENGTH_FIELD.get(call.endpoint)
+    if field is not None:
+        fields = call.fields
+        if field == "num_predict":
+            options = fields.get("options")
+            length = options.get(field) if type(options) is dict else None
+        else:
+            length = fields.get("max_completion_tokens", fields.get(field))
+        # Ollama reads -1 (and -2) as "no limit"; ``type`` also turns away booleans.
+        if type(length) is not int or length <= 0:
+            length = max_tokens
+            call = with_length(call, length)
     # The prompt: Ollama's tokens average about four bytes of text; a third of the body errs
     # high, and the reservation is settled with the real count anyway.
-    field = LENGTH_FIELD.get(call.endpoint)
-    if field is None:
-        return call, len(call.body) // 3 + 1  # not a generating call
-    fields = call.fields
-    if field == "num_predict":
-        options = fields.get("options")
-        asked = options.get(field) if type(options) is dict else None
-    else:
-        asked = fields.get("max_completion_tokens", fields.get(field))
-    # Ollama reads -1 (and -2) as "no limit"; ``type`` also turns away booleans.
-    if type(asked) is not int or asked <= 0:
-        asked = max_tokens
-        call = with_length(call, asked)
-    return call, len(call.body) // 3 + 1 + asked
+    return call, len(call.body) // 3 + 1 + length
