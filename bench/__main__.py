@@ -36,6 +36,14 @@ What is measured (each scenario starts its own simulator and corral):
 (d) corral's resident memory (RSS) with 500 streams held open by a slow token rate; target
     under 60 MB.
 
+In (a), (b) and (c), nginx runs in the same rounds when it is installed (``apt-get install
+nginx-light``; ``BENCH_NGINX`` names another binary): one worker on corral's core, in front of the
+same simulator (``bench/reference.py``). Its rows, marked "nginx (reference)", hold nginx's figure
+in the corral column and have no target: they show what a proxy written in C reaches on this
+machine in this run, which puts a missed target in proportion. Without nginx they say "not
+measured"; ``--no-reference`` leaves them out, and a smoke run measures them only with
+``--reference``.
+
 How: corral (``bench/run_corral.py``) runs pinned to core 0, alone (in (a), with its variants,
 each idle while another is measured). The simulator
 (``bench/run_simulator.py``: what ``corral simulate`` runs, without Python's cyclic collector,
@@ -95,6 +103,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         " out i)",
     )
     parser.add_argument("--rounds", type=int, help="rounds of direct, corral... per scenario")
+    reference = parser.add_mutually_exclusive_group()
+    reference.add_argument(
+        "--reference", action="store_true", help="measure nginx in (a), (b) and (c) (smoke too)"
+    )
+    reference.add_argument(
+        "--no-reference", action="store_true", help="do not measure nginx beside corral"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument(
         "--no-wrk", action="store_true", help="use the Python client for (a) even if wrk exists"
@@ -118,6 +133,8 @@ def choose_profile(args: argparse.Namespace) -> Profile:
     profile = SMOKE if args.smoke else QUICK if args.quick else FULL
     if args.rounds is not None:
         profile = dataclasses.replace(profile, rounds=args.rounds)
+    if args.reference or args.no_reference:
+        profile = dataclasses.replace(profile, reference=args.reference)
     return profile
 
 

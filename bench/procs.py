@@ -37,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 CORRAL_CORE = 0
 LOAD_CORE = 1
 MODEL = "llama3.2"
+# The label of the reference proxy (bench/reference.py) in a scenario's rounds.
+REFERENCE = "nginx"
 READY_TIMEOUT = 30.0
 READY_POLL_INTERVAL = 0.05
 STOP_TIMEOUT = 15.0

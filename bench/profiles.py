@@ -20,6 +20,8 @@ class Profile:
     """Rounds per scenario, each measuring direct, corral (and (a)'s variants) once; each figure
     is the median over them."""
     pin: bool
+    reference: bool
+    """Whether (a), (b) and (c) measure nginx too, in the same rounds (``bench/reference.py``)."""
     # (a) non-streaming requests per second
     a_connections: int
     a_duration: float
@@ -51,7 +53,7 @@ class Profile:
 
 
 FULL = Profile(
-    name="full", rounds=3, pin=True,
+    name="full", rounds=3, pin=True, reference=True,
     a_connections=64, a_duration=5.0, a_num_predict=16,
     a_variants=("limits-memory", "limits-redis", "recording-off", "default-again"),
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
@@ -61,7 +63,7 @@ FULL = Profile(
 )  # fmt: skip
 
 QUICK = Profile(
-    name="quick", rounds=1, pin=True,
+    name="quick", rounds=1, pin=True, reference=True,
     a_connections=64, a_duration=3.0, a_num_predict=16,
     a_variants=("limits-memory", "limits-redis", "recording-off"),
     b_streams=500, b_tokens=100, b_tokens_per_second=20.0, b_ramp=1.0,
@@ -71,7 +73,7 @@ QUICK = Profile(
 )  # fmt: skip
 
 SMOKE = Profile(
-    name="smoke", rounds=1, pin=False,
+    name="smoke", rounds=1, pin=False, reference=False,
     a_connections=8, a_duration=1.0, a_num_predict=4,
     # Not Redis: the smoke run checks the machinery on any machine, Redis or not.
     a_variants=("limits-memory", "recording-off"),

@@ -24,6 +24,7 @@ from typing import Any
 from bench.procs import (
     CORRAL_CORE,
     MODEL,
+    REFERENCE,
     Pinning,
     Service,
     ServiceFailed,
@@ -166,6 +167,19 @@ def figure(*keys: str) -> Callable[[Run], float | None]:
     return read
 
 
+def cpu_per_unit(rate_key: str, process: str = "corral") -> Callable[[Run], float | None]:
+    """A process's CPU time per request or chunk, in microseconds: busy fraction / rate."""
+
+    def read(run: Run) -> float | None:
+        cpu = run.get("cpu_percent", {}).get(process)
+        rate = run.get(rate_key)
+        if cpu is None or not rate:
+            return None
+        return float(cpu) / 100 / float(rate) * 1e6
+
+    return read
+
+
 def compare(
     runs: Runs,
     read: Callable[[Run], float | None],
@@ -255,7 +269,8 @@ def shared_core_note(runs: Runs, pinning: Pinning) -> str | None:
     busy = {
         label: share
         for label, share in shares.items()
-        if label != "direct" and share >= FOREIGN_LOAD  # also False when NaN: nothing measured
+        # nginx's own CPU time counts as foreign here; share >= ... is False when NaN
+        if label not in ("direct", REFERENCE) and share >= FOREIGN_LOAD
     }
     if not busy:
         return None

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bench.instructions import instruction_costs
-from bench.procs import Service, ServiceFailed
+from bench.procs import REFERENCE, Service, ServiceFailed
 from bench.profiles import UNPACED
+from bench.reference import reference_proxy, reference_rows
 from bench.report import GE, MICRO, TIMES, Row, ScenarioResult
 from bench.rounds import (
     Bench,
@@ -21,6 +22,7 @@ from bench.rounds import (
     compare,
     corral_median,
     corral_only,
+    cpu_per_unit,
     figure,
     loadgen,
     observe,
@@ -36,19 +38,6 @@ NGINX_CPU = 22.0
 RSS_TARGET_MB = 60.0
 # Limits on, or recording on, keep at least this share of the requests per second without them.
 OVERHEAD_TARGET = 0.90
-
-
-def cpu_per_unit(rate_key: str) -> Callable[[Run], float | None]:
-    """corral's CPU time per request or chunk, in microseconds: busy fraction / rate."""
-
-    def read(run: Run) -> float | None:
-        cpu = run.get("cpu_percent", {}).get("corral")
-        rate = run.get(rate_key)
-        if cpu is None or not rate:
-            return None
-        return float(cpu) / 100 / float(rate) * 1e6
-
-    return read
 
 
 # ---- (a) ---------------------------------------------------------------------------------------
@@ -71,10 +60,11 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
     with (
         stack(bench, UNPACED, 0) as (sim, corral),
         started(p.a_variants, sim, corral, bench) as (variants, skipped),
+        reference_proxy(bench, sim) as (nginx, missing),
     ):
         measure = rate_measure(bench, body, sim, corral)
-        warm_up(bench, body, [sim, corral, *variants.values()])
-        result.runs = alternate(bench, sim, corral, measure, variants)
+        warm_up(bench, body, [sim, corral, *variants.values(), *nginx.values()])
+        result.runs = alternate(bench, sim, corral, measure, {**variants, **nginx})
 
     runs = result.runs
     result.rows += [
@@ -84,6 +74,12 @@ def requests_per_second(bench: Bench) -> ScenarioResult:
                     "(a) corral CPU time per request", "us"),
     ]  # fmt: skip
     result.rows += variant_rows(runs, p.a_variants, skipped)
+    result.rows += reference_rows(bench, runs, missing, [
+        (f"(a) nginx (reference): req/s, {p.a_connections} clients", figure("responses_per_s"),
+         "ratio", "req/s"),
+        ("(a) nginx CPU time per request", cpu_per_unit("responses_per_s", REFERENCE),
+         "absolute", "us"),
+    ])  # fmt: skip
     if variants:
         result.notes += [
             "rows with a baseline compare two corrals in the same rounds (the direct column is"
@@ -120,21 +116,23 @@ def warm_up(bench: Bench, body: str, targets: list[Service]) -> None:
 def rate_measure(
     bench: Bench, body: str, sim: Service, corral: Service
 ) -> Callable[[Service], Run]:
-    """(a)'s measurement of one target, the simulator or a corral, with the CPU time of that
-    corral read as "corral" (the default corral's when the target is the simulator)."""
+    """(a)'s measurement of one target, the simulator, a corral or nginx, with the CPU time of
+    that corral read as "corral" (the default corral's when the target is the simulator), or
+    of nginx as "nginx"."""
     p = bench.profile
 
     def measure(target: Service) -> Run:
         watched = corral if target is sim else target
+        name = REFERENCE if target.name == REFERENCE else "corral"
         if not bench.use_wrk:
             args = [
                 "loop", "--port", str(target.port), "--body", body,
                 "--connections", str(p.a_connections), "--warmup", "0.5",
                 "--duration", str(p.a_duration),
-                "--watch", f"simulator={sim.pid}", "--watch", f"corral={watched.pid}",
+                "--watch", f"simulator={sim.pid}", "--watch", f"{name}={watched.pid}",
             ]  # fmt: skip
             return loadgen(bench, args, timeout=p.a_duration + 60)
-        watch = Watch({"simulator": sim.pid, "corral": watched.pid})
+        watch = Watch({"simulator": sim.pid, name: watched.pid})
         before = watch.cpu()
         run = run_wrk(
             target.port, body, connections=p.a_connections, duration=p.a_duration,
@@ -213,17 +211,20 @@ def concurrent_streams(bench: Bench) -> ScenarioResult:
         "simulator": {"tokens_per_second": p.b_tokens_per_second, "first_token_ms": 0},
     }  # fmt: skip
 
-    with stack(bench, p.b_tokens_per_second, 0) as (sim, corral):
+    with (
+        stack(bench, p.b_tokens_per_second, 0) as (sim, corral),
+        reference_proxy(bench, sim) as (nginx, missing),
+    ):
 
         def measure(target: Service) -> Run:
             args = [
                 "streams", "--port", str(target.port), "--body", body,
                 "--streams", str(p.b_streams), "--ramp", str(p.b_ramp),
-                "--timeout", str(timeout), *watching(sim, corral),
+                "--timeout", str(timeout), *watching(sim, corral, *nginx.values()),
             ]  # fmt: skip
             return loadgen(bench, args, timeout=timeout + 30)
 
-        result.runs = alternate(bench, sim, corral, measure)
+        result.runs = alternate(bench, sim, corral, measure, nginx)
 
     runs = result.runs
     for label, key in (("TTFT", "ttft_ms"), ("inter-chunk gap", "gap_ms")):
@@ -239,6 +240,12 @@ def concurrent_streams(bench: Bench) -> ScenarioResult:
     cpu.target = f"< {CPU_TARGET:g}% (nginx {NGINX_CPU:g}%)"
     cpu.passed = cpu.corral is not None and cpu.corral < CPU_TARGET
     result.rows.append(cpu)
+    result.rows += reference_rows(bench, runs, missing, [
+        (f"(b) nginx (reference): added TTFT {percentile}", figure("ttft_ms", percentile),
+         "added", "ms")
+        for percentile in ("p50", "p99")
+    ] + [(f"(b) nginx CPU, {p.b_streams} streams", figure("cpu_percent", REFERENCE),
+          "absolute", "%")])  # fmt: skip
     chunk_rate = p.b_streams * p.b_tokens_per_second
     result.notes.append(
         f"streams start evenly over {p.b_ramp:g} s; the simulator sends"
@@ -267,17 +274,20 @@ def chunk_throughput(bench: Bench) -> ScenarioResult:
         "seconds": p.c_duration, "simulator": {"tokens_per_second": UNPACED, "first_token_ms": 0},
     }  # fmt: skip
 
-    with stack(bench, UNPACED, 0) as (sim, corral):
+    with (
+        stack(bench, UNPACED, 0) as (sim, corral),
+        reference_proxy(bench, sim) as (nginx, missing),
+    ):
 
         def measure(target: Service) -> Run:
             args = [
                 "loop", "--port", str(target.port), "--body", body,
                 "--connections", str(p.c_connections), "--warmup", str(p.c_warmup),
-                "--duration", str(p.c_duration), *watching(sim, corral),
+                "--duration", str(p.c_duration), *watching(sim, corral, *nginx.values()),
             ]  # fmt: skip
             return loadgen(bench, args, timeout=p.c_warmup + p.c_duration + 60)
 
-        result.runs = alternate(bench, sim, corral, measure)
+        result.runs = alternate(bench, sim, corral, measure, nginx)
 
     runs = result.runs
     per_chunk = corral_only(
@@ -287,6 +297,11 @@ def chunk_throughput(bench: Bench) -> ScenarioResult:
         compare(runs, figure("lines_per_s"), "ratio", f"(c) {title}", "chunks/s"),
         per_chunk,
     ]
+    result.rows += reference_rows(bench, runs, missing, [
+        (f"(c) nginx (reference): chunks/s, {p.c_connections} unpaced streams",
+         figure("lines_per_s"), "ratio", "chunks/s"),
+        ("(c) nginx CPU time per chunk", cpu_per_unit("lines_per_s", REFERENCE), "absolute", "us"),
+    ])  # fmt: skip
     cpu = corral_median(runs, figure("cpu_percent", "corral"))
     capacity = 1e6 / per_chunk.corral if per_chunk.corral else float("nan")
     result.notes.append(

@@ -9,21 +9,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bench.reference import nginx_path
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT = 100
 
 
-def run_bench(output: Path, *args: str) -> dict[str, Any]:
+def run_bench(output: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     argv = [sys.executable, "-m", "bench", "--smoke", "--output", str(output), *args]
     done = subprocess.run(
-        argv, cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False
+        argv,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, f"benchmark failed:\n{done.stdout}\n{done.stderr}"
     results: dict[str, Any] = json.loads(output.read_text())
@@ -62,3 +70,44 @@ def test_requests_per_second_falls_back_to_the_python_client(tmp_path: Path) -> 
     assert list(results["scenarios"]) == ["a"]
     assert_measured(results["scenarios"]["a"])
     assert "Python client" in results["load_client"]
+
+
+def reference_rows(scenario: dict[str, Any]) -> list[dict[str, Any]]:
+    return [row for row in scenario["rows"] if "nginx" in row["metric"].split(",")[0]]
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 20)
+@pytest.mark.skipif(nginx_path() is None, reason="nginx is not installed (apt-get install nginx)")
+def test_nginx_is_measured_in_the_same_rounds_as_corral(tmp_path: Path) -> None:
+    results = run_bench(tmp_path / "results.json", "--scenario", "a,b,c", "--reference")
+
+    for key in ("a", "b", "c"):
+        scenario = results["scenarios"][key]
+        assert_measured(scenario)
+        rows = reference_rows(scenario)
+        assert len(rows) >= 2, scenario["rows"]
+        runs = scenario["runs"]
+        assert len(runs["nginx"]) == len(runs["corral"]) == len(runs["direct"])
+        # nginx's own process was watched in its rounds (a smoke run is too short for its CPU
+        # time to be more than a tick), and the load went through nginx, not corral.
+        assert all("nginx" in run["cpu_percent"] for run in runs["nginx"])
+        assert all(run["cpu_percent"].get("corral", 0) < 5 for run in runs["nginx"])
+    assert results["problems"] == []
+
+
+@pytest.mark.timeout(RUN_TIMEOUT + 20)
+def test_without_nginx_its_rows_say_why(tmp_path: Path) -> None:
+    missing = tmp_path / "no-nginx-here"
+    results = run_bench(
+        tmp_path / "results.json",
+        "--scenario",
+        "b",
+        "--reference",
+        env={"BENCH_NGINX": str(missing)},
+    )
+
+    scenario = results["scenarios"]["b"]
+    rows = reference_rows(scenario)
+    assert rows and all("not installed" in row["unmeasured"] for row in rows)
+    assert "nginx" not in scenario["runs"]
+    assert all(row["unmeasured"] is None for row in scenario["rows"] if row not in rows)
