@@ -23,6 +23,7 @@ TIMES = "\u00d7"
 MINUS = "\u2212"
 MICRO = "\u00b5"
 GE = "\u2265"
+LE = "\u2264"
 # Rounds whose largest figure is this many times their smallest disagree: the machine was busy.
 SPREAD = 2.0
 

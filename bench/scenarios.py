@@ -11,7 +11,7 @@ from bench.instructions import instruction_costs
 from bench.procs import REFERENCE, Service, ServiceFailed
 from bench.profiles import UNPACED
 from bench.reference import reference_proxy, reference_rows
-from bench.report import GE, MICRO, TIMES, Row, ScenarioResult
+from bench.report import GE, LE, MICRO, TIMES, Row, ScenarioResult
 from bench.rounds import (
     Bench,
     Run,
@@ -34,6 +34,10 @@ from bench.watch import Watch
 from bench.wrk import WrkFailed, run_wrk
 
 CPU_TARGET = 35.0
+# What corral may add to the time to first token under (b)'s 500 streams, by percentile.
+TTFT_TARGETS_MS = {"p50": 0.5, "p99": 1.5}
+# Chunks a second one core of corral relays in (c): its CPU time per chunk at most 1/this.
+CHUNK_RATE_TARGET = 150_000
 NGINX_CPU = 22.0
 RSS_TARGET_MB = 60.0
 # Limits on, or recording on, keep at least this share of the requests per second without them.
@@ -229,11 +233,13 @@ def concurrent_streams(bench: Bench) -> ScenarioResult:
     runs = result.runs
     for label, key in (("TTFT", "ttft_ms"), ("inter-chunk gap", "gap_ms")):
         for percentile in ("p50", "p99"):
-            reference = "nginx +0.09 ms (ref.)" if (key, percentile) == ("ttft_ms", "p99") else ""
             metric = f"(b) added {label} {percentile}, {title}"
-            result.rows.append(
-                compare(runs, figure(key, percentile), "added", metric, "ms", reference)
-            )
+            row = compare(runs, figure(key, percentile), "added", metric, "ms")
+            bound = TTFT_TARGETS_MS.get(percentile) if key == "ttft_ms" else None
+            if bound is not None:
+                row.target = f"< {bound:g} ms"
+                row.passed = row.change is not None and row.change < bound
+            result.rows.append(row)
     cpu = corral_only(
         runs, figure("cpu_percent", "corral"), f"(b) corral CPU, {p.b_streams} streams", "%"
     )
@@ -293,6 +299,8 @@ def chunk_throughput(bench: Bench) -> ScenarioResult:
     per_chunk = corral_only(
         runs, cpu_per_unit("lines_per_s"), "(c) corral CPU time per chunk", "us"
     )
+    per_chunk.target = f"{LE} {1e6 / CHUNK_RATE_TARGET:.2f} {MICRO}s ({CHUNK_RATE_TARGET:,} a core)"
+    per_chunk.passed = per_chunk.corral is not None and per_chunk.corral <= 1e6 / CHUNK_RATE_TARGET
     result.rows += [
         compare(runs, figure("lines_per_s"), "ratio", f"(c) {title}", "chunks/s"),
         per_chunk,
