@@ -29,8 +29,12 @@ from corral.testing.simulator import Simulator
 async def serve(
     port: int, models: list[str], tokens_per_second: float, first_token_ms: float
 ) -> None:
+    # num_predict sets each answer's length exactly: the scenarios choose their load by it.
     simulator = Simulator(
-        models, tokens_per_second=tokens_per_second, first_token_delay=first_token_ms / 1000
+        models,
+        tokens_per_second=tokens_per_second,
+        first_token_delay=first_token_ms / 1000,
+        exact_lengths=True,
     )
     await simulator.start("127.0.0.1", port)
     gc.collect()

@@ -69,3 +69,34 @@ def test_serve_with_a_bad_setting_exits_2_naming_it() -> None:
     )
     assert result.returncode == 2
     assert b"CORRAL_PORT" in result.stderr
+
+
+def generated_tokens(extra_args: list[str], num_predict: int) -> tuple[int, str]:
+    """``eval_count`` and ``done_reason`` of one answer from ``corral simulate``."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "simulate", "--port", str(port), "--tokens-per-second",
+         "5000", *extra_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, proc)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/api/generate",
+            json={"model": "llama3.2", "prompt": "Hi", "stream": False,
+                  "options": {"num_predict": num_predict}},
+            timeout=30,
+        ).json()  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    return answer["eval_count"], answer["done_reason"]
+
+
+def test_simulate_caps_answers_at_num_predict_unless_asked_for_exact_lengths() -> None:
+    # As a real model: a limit above the answer's natural length changes nothing...
+    assert generated_tokens([], 200) == (24, "stop")
+    assert generated_tokens([], 5) == (5, "length")
+    # ...and for load tests, the limit is the length.
+    assert generated_tokens(["--exact-lengths"], 200) == (200, "length")

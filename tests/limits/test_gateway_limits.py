@@ -102,7 +102,7 @@ async def test_a_smooth_rate_lets_a_burst_through_then_denies(start_sim: StartSi
 async def test_concurrent_requests_never_spend_more_than_the_token_limit_plus_one_cap(
     start_sim: StartSim,
 ) -> None:
-    sim = await start_sim()
+    sim = await start_sim(exact_lengths=True)  # every answer as long as its cap: the worst case
     cap = 120
     limits = LimitSettings(key=ScopeLimits(tokens_per_minute=1000))
     async with running_corral([sim.url], max_concurrency=64, limits=limits) as (app, _):

@@ -68,11 +68,22 @@ def test_without_a_limit_the_answer_has_natural_length_and_stops() -> None:
     assert answer.prompt_eval_count == 5
 
 
-def test_num_predict_sets_the_length_exactly() -> None:
-    longer = plan("m", _prompt(limit=100), natural=24)
+def test_num_predict_only_caps_the_answer_as_in_ollama() -> None:
+    roomy = plan("m", _prompt(limit=100), natural=24)
     shorter = plan("m", _prompt(limit=3), natural=24)
+    assert (roomy.eval_count, roomy.done_reason) == (24, "stop")
+    assert (shorter.eval_count, shorter.done_reason) == (3, "length")
+    # Cut short, the same answer: its first three tokens.
+    assert plan("m", _prompt(), natural=24).text.startswith(shorter.text)
+
+
+def test_with_exact_limits_num_predict_sets_the_length() -> None:
+    longer = plan("m", _prompt(limit=100), natural=24, exact_limits=True)
+    shorter = plan("m", _prompt(limit=3), natural=24, exact_limits=True)
+    unlimited = plan("m", _prompt(), natural=24, exact_limits=True)
     assert (longer.eval_count, longer.done_reason) == (100, "length")
     assert (shorter.eval_count, shorter.done_reason) == (3, "length")
+    assert (unlimited.eval_count, unlimited.done_reason) == (24, "stop")
 
 
 def test_a_cap_only_shortens() -> None:

@@ -163,12 +163,20 @@ def dev(config_file: Path | None, env_file: Path | None, **flags: str | None) ->
               help="Models it pretends to have, comma-separated.")  # fmt: skip
 @click.option("--tokens-per-second", default=DEMO_TOKENS_PER_SECOND, show_default=True)
 @click.option("--first-token-ms", default=DEMO_FIRST_TOKEN_MS, show_default=True)
+@click.option("--exact-lengths", is_flag=True,
+              help="num_predict / max_tokens set an answer's length exactly (for load tests);"
+                   " by default they only cap it, as in Ollama.")  # fmt: skip
 def simulate(
-    host: str, port: int, models: str, tokens_per_second: float, first_token_ms: float
+    host: str,
+    port: int,
+    models: str,
+    tokens_per_second: float,
+    first_token_ms: float,
+    exact_lengths: bool,
 ) -> None:
     """Run the bundled Ollama simulator, a fake Ollama server."""
     names = [name.strip() for name in models.split(",") if name.strip()]
-    run(_simulate(host, port, names, tokens_per_second, first_token_ms / 1000))
+    run(_simulate(host, port, names, tokens_per_second, first_token_ms / 1000, exact_lengths))
 
 
 @main.command("config")
@@ -254,12 +262,20 @@ async def answers_ollama(backend: BackendSettings) -> bool:
 
 
 async def _simulate(
-    host: str, port: int, models: list[str], tokens_per_second: float, first_token_delay: float
+    host: str,
+    port: int,
+    models: list[str],
+    tokens_per_second: float,
+    first_token_delay: float,
+    exact_lengths: bool = False,
 ) -> None:
     from corral.testing.simulator import Simulator
 
     simulator = Simulator(
-        models=models, tokens_per_second=tokens_per_second, first_token_delay=first_token_delay
+        models=models,
+        tokens_per_second=tokens_per_second,
+        first_token_delay=first_token_delay,
+        exact_lengths=exact_lengths,
     )
     try:
         await simulator.start(host, port)

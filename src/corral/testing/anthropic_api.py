@@ -230,7 +230,7 @@ async def messages(state: SimState, request: Request) -> Response:
     model = require_model(body)
     info = find_model(state, model, "completion", "chat")
     prompt = _prompt(body)
-    answer = plan(info.name, prompt, state.response_tokens)
+    answer = plan(info.name, prompt, state.response_tokens, exact_limits=state.exact_lengths)
     stream = get_bool(body, "stream", False)
     gen = runner.Generation(
         state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)

@@ -5,11 +5,12 @@ Every API surface reduces its request to a :class:`Prompt`; :func:`plan` turns i
 prompt always gives the same answer: the words come from a fixed sequence, entered at an offset
 derived from a CRC of the model and the prompt (and ``seed`` when given).
 
-Lengths: a requested limit (``num_predict``, OpenAI's ``max_tokens``) sets the length of plain
-text exactly, so a benchmark controls its load; without one the answer has the simulator's
-natural length and ends with ``done_reason`` "stop". A ``cap`` (Anthropic's mandatory
-``max_tokens``) only shortens. JSON output and tool calls have their own length, which a limit
-can only cut.
+Lengths: plain text has the simulator's natural length and ends with ``done_reason`` "stop",
+as a model that reaches its end of text. A requested limit (``num_predict``, OpenAI's
+``max_tokens``, Anthropic's ``max_tokens``) only shortens it, ending it with "length", as in
+Ollama. With ``exact_limits`` (a simulator started with ``exact_lengths``) a limit sets the length
+of plain text exactly instead, so a benchmark controls its load. JSON output and tool calls have
+their own length, which a limit can only cut.
 
 Example::
 
@@ -119,7 +120,9 @@ def words(seed: int, count: int) -> list[str]:
     return out
 
 
-def plan(model: str, prompt: Prompt, natural: int) -> Plan:
+def plan(model: str, prompt: Prompt, natural: int, *, exact_limits: bool = False) -> Plan:
+    """The answer to ``prompt``: ``natural`` tokens of text, shortened by the prompt's limit
+    (or, with ``exact_limits``, exactly as long as its ``num_predict``/``max_tokens``)."""
     seed = prompt_seed(model, prompt.text, prompt.seed)
     budget = prompt.limit if prompt.limit is not None else prompt.cap
     thinking = words(seed >> 7, think_tokens(prompt.think))
@@ -134,7 +137,7 @@ def plan(model: str, prompt: Prompt, natural: int) -> Plan:
         content = _PIECE.findall(json_document(prompt.format, seed))
         exact = False
     else:
-        exact = prompt.limit is not None
+        exact = exact_limits and prompt.limit is not None
         content = words(seed, budget if exact and budget is not None else natural)
     reason = "length" if exact else "stop"
     if budget is not None and len(content) > budget:

@@ -95,7 +95,7 @@ async def generate(state: SimState, request: Request) -> Response:
         format=check_format(body.get("format")),
         think=body.get("think"),
     )
-    answer = plan(info.name, prompt, state.response_tokens)
+    answer = plan(info.name, prompt, state.response_tokens, exact_limits=state.exact_lengths)
     gen = runner.Generation(
         state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
         num_ctx=num_ctx, faults=stream_faults(request),
@@ -144,7 +144,7 @@ async def chat(state: SimState, request: Request) -> Response:
         think=body.get("think"),
         tools=tools,
     )
-    answer = plan(info.name, prompt, state.response_tokens)
+    answer = plan(info.name, prompt, state.response_tokens, exact_limits=state.exact_lengths)
     gen = runner.Generation(
         state, request.path, model, info, answer, stream=stream, keep_alive=keep_alive,
         num_ctx=num_ctx, faults=stream_faults(request),

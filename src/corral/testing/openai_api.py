@@ -124,7 +124,7 @@ async def chat_completions(state: SimState, request: Request) -> Response:
     model = require_model(body)
     prompt = chat_prompt(body)  # Ollama's compatibility layer checks messages first
     info = find_model(state, model, "completion", "chat")
-    answer = plan(info.name, prompt, state.response_tokens)
+    answer = plan(info.name, prompt, state.response_tokens, exact_limits=state.exact_lengths)
     return await _completion(
         state, request, body, model, info, answer, "chatcmpl", ChatChunkEncoder, chat_completion
     )
@@ -145,7 +145,7 @@ async def completions(state: SimState, request: Request) -> Response:
         get_int(body, "seed"),
         get_int(body, "max_tokens"),
     )
-    answer = plan(info.name, prompt, state.response_tokens)
+    answer = plan(info.name, prompt, state.response_tokens, exact_limits=state.exact_lengths)
     return await _completion(
         state, request, body, model, info, answer, "cmpl", CompletionChunkEncoder, text_completion
     )

@@ -294,7 +294,7 @@ async def responses(state: SimState, request: Request) -> Response:
     body = parse_body(request.body)
     model = require_model(body)
     info = find_model(state, model, "completion", "chat")
-    answer = plan(info.name, _prompt(body), state.response_tokens)
+    answer = plan(info.name, _prompt(body), state.response_tokens, exact_limits=state.exact_lengths)
     stream = get_bool(body, "stream", False)
     gen = runner.Generation(
         state, request.path, model, info, answer, stream=stream, faults=stream_faults(request)

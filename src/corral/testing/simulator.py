@@ -110,6 +110,7 @@ class Simulator:
         version: str = "0.12.6",
         name: str = "sim",
         response_tokens: int = DEFAULT_RESPONSE_TOKENS,
+        exact_lengths: bool = False,
         limits: ServerLimits | None = None,
     ) -> None:
         self.state = SimState(
@@ -118,6 +119,7 @@ class Simulator:
             first_token_delay=_check("first_token_delay", first_token_delay),
             load_delay=_check("load_delay", load_delay),
             response_tokens=int(_check("response_tokens", response_tokens)),
+            exact_lengths=exact_lengths,
             version=version,
             name=name,
         )

@@ -26,6 +26,8 @@ class SimState:
     first_token_delay: float = 0.02
     load_delay: float = 0.0
     response_tokens: int = DEFAULT_RESPONSE_TOKENS
+    exact_lengths: bool = False
+    """A requested limit sets an answer's length exactly, instead of only capping it."""
     version: str = "0.12.6"
     name: str = "sim"
     repull_changes_digest: bool = False
