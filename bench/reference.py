@@ -25,10 +25,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from bench.procs import REFERENCE, Service, free_port, launch
+from bench.procs import REFERENCE, Service, ServiceFailed, free_port, launch
 from bench.report import Compare, Row
 from bench.rounds import Bench, Run, Runs, compare, corral_only
 
+Figure = Callable[[Run], float | None]
 NOT_INSTALLED = "nginx is not installed; apt-get install nginx-light"
 # Debian installs nginx in /usr/sbin, which is not on every user's PATH.
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
@@ -119,7 +120,13 @@ def reference_proxy(bench: Bench, sim: Service) -> Iterator[tuple[dict[str, Serv
     if not bench.profile.reference:
         yield {}, None
         return
-    service = start_nginx(sim.url, bench.pinning.corral)
+    try:
+        service = start_nginx(sim.url, bench.pinning.corral)
+    except ServiceFailed as err:  # a reference that fails is left out, not corral's figures
+        lines = str(err).strip().splitlines()  # what happened, then the end of nginx's output
+        said = f": {lines[-1].strip()}" if len(lines) > 1 else ""
+        yield {}, f"{lines[0].rstrip(':')}{said}"
+        return
     if service is None:
         yield {}, NOT_INSTALLED
         return
@@ -127,9 +134,6 @@ def reference_proxy(bench: Bench, sim: Service) -> Iterator[tuple[dict[str, Serv
         yield {REFERENCE: service}, None
     finally:
         service.stop()
-
-
-Figure = Callable[[Run], float | None]
 
 
 def reference_rows(

@@ -95,19 +95,31 @@ def test_nginx_is_measured_in_the_same_rounds_as_corral(tmp_path: Path) -> None:
     assert results["problems"] == []
 
 
+BROKEN_NGINX = "#!/bin/sh\necho 'nginx: [emerg] unknown directive' >&2\nexit 1\n"
+
+
 @pytest.mark.timeout(RUN_TIMEOUT + 20)
-def test_without_nginx_its_rows_say_why(tmp_path: Path) -> None:
-    missing = tmp_path / "no-nginx-here"
+@pytest.mark.parametrize(
+    ("binary", "reason"),
+    [
+        (None, "nginx is not installed"),
+        (BROKEN_NGINX, "nginx exited with status 1 before it was ready: nginx: [emerg] unknown"),
+    ],
+    ids=["missing", "broken"],
+)
+def test_without_a_working_nginx_its_rows_say_why(
+    tmp_path: Path, binary: str | None, reason: str
+) -> None:
+    nginx = tmp_path / "nginx"
+    if binary is not None:
+        nginx.write_text(binary)
+        nginx.chmod(0o755)
     results = run_bench(
-        tmp_path / "results.json",
-        "--scenario",
-        "b",
-        "--reference",
-        env={"BENCH_NGINX": str(missing)},
+        tmp_path / "results.json", "--scenario", "b", "--reference", env={"BENCH_NGINX": str(nginx)}
     )
 
     scenario = results["scenarios"]["b"]
     rows = reference_rows(scenario)
-    assert rows and all("not installed" in row["unmeasured"] for row in rows)
+    assert rows and all(row["unmeasured"].startswith(reason) for row in rows), rows
     assert "nginx" not in scenario["runs"]
     assert all(row["unmeasured"] is None for row in scenario["rows"] if row not in rows)
