@@ -264,7 +264,10 @@ class AdminService:
     async def reload_settings(self) -> dict[str, list[str]]:
         if self.reloader is None:
             raise BadRequest("this corral was not started from settings it can read again")
-        return await self.reloader.reload()
+        try:
+            return await self.reloader.reload()
+        except SettingsError as exc:
+            raise BadRequest("settings not reloaded: " + "; ".join(exc.problems)) from None
 
     async def _changed(self, what: str, *records: KeyRecord) -> None:
         for record in records:
@@ -302,11 +305,10 @@ class SettingsReloader:
         self.apply = apply
 
     async def reload(self) -> dict[str, list[str]]:
+        """Apply the settings as their sources give them now; what was applied and what needs
+        a restart. Invalid settings raise :class:`SettingsError` and change nothing."""
         settings = self.current()
-        try:
-            fresh = self.load()
-        except SettingsError as exc:
-            raise BadRequest("settings not reloaded: " + "; ".join(exc.problems)) from None
+        fresh = self.load()
         changed = [
             name for name in Settings.model_fields
             if getattr(fresh, name) != getattr(settings, name)

@@ -310,12 +310,12 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     reloading: set[asyncio.Task[None]] = set()
-    if reload is not None:
-        load = reload
-
+    reloader = app.services.key_admin.reloader
+    if reloader is not None:
+        # The same reload as /admin/reload: it logs what it applied and what needs a restart.
         async def apply() -> None:
             try:
-                await app.reload(load())
+                await reloader.reload()
             except SettingsError as err:
                 log.error("reload refused, settings unchanged: %s", "; ".join(err.problems))
 

@@ -1,0 +1,100 @@
+"""`corral serve` re-reads its settings on SIGHUP, as /admin/reload does, and says what it did."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+import pytest
+
+from tests.cli.test_dev_command import free_port, wait_for_port
+
+DEADLINE = 30.0
+
+
+class LogLines:
+    """The JSON log lines a process writes to standard error, read as they come."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self._lines: Queue[dict[str, Any]] = Queue()
+        assert proc.stderr is not None
+        stream = proc.stderr
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for raw in stream:
+            try:
+                self._lines.put(json.loads(raw))
+            except ValueError:
+                continue
+
+    def wait_for(self, message: str) -> dict[str, Any]:
+        end = time.monotonic() + DEADLINE
+        while (left := end - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except Empty:
+                break
+            if line.get("message", "").startswith(message):
+                return line
+        raise AssertionError(f"no log line {message!r} within {DEADLINE}s")
+
+
+@pytest.fixture
+def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, LogLines]]:
+    config = tmp_path / "corral.toml"
+    port = free_port()
+    config.write_text(
+        f'port = {port}\nstrategy = "round_robin"\ndata_dir = "{tmp_path}"\n'
+        f'[[backends]]\nurl = "http://127.0.0.1:{free_port()}"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "corral", "serve", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=tmp_path,
+        env=env,
+    )
+    try:
+        logs = LogLines(proc)
+        wait_for_port(port, proc)
+        logs.wait_for("corral listening")
+        yield proc, config, logs
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def test_sighup_applies_the_changed_settings_and_logs_them(
+    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
+) -> None:
+    proc, config, logs = serving
+    config.write_text(config.read_text().replace("round_robin", "least_busy"))
+    proc.send_signal(signal.SIGHUP)
+
+    line = logs.wait_for("settings reloaded")
+    assert line["applied"] == ["strategy"]
+    assert line["restart_required"] == []
+
+
+def test_sighup_with_a_bad_setting_changes_nothing_and_says_why(
+    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
+) -> None:
+    proc, config, logs = serving
+    config.write_text(config.read_text().replace("round_robin", "fastest"))
+    proc.send_signal(signal.SIGHUP)
+
+    line = logs.wait_for("reload refused, settings unchanged")
+    assert line["level"] == "error"
+    assert "strategy (corral.toml): must be one of" in line["message"]
+    assert proc.poll() is None
