@@ -20,6 +20,14 @@ from corral.observability.usage import Counts, final_counts
         # a streamed answer: an earlier line's numbers give way to the final chunk's
         (b'{"eval_count":1}\n{"done":true,"prompt_eval_count":2,"eval_count":9}\n', 2, 9),
         (b'{"done":true}', None, None),
+        # a final object cut short, or not an object: read by the pattern all the same
+        (b'{"done":true,"prompt_eval_count":2,"eval_count":9', 2, 9),
+        (b'{"eval_count":4}\n{"done":tr', None, 4),
+        (b'[{"eval_count":4}]', None, 4),
+        # a count that is not a number is no count
+        (b'{"done":true,"prompt_eval_count":null,"eval_count":9}', None, 9),
+        # one of the two is enough
+        (b'{"done":true,"eval_count":9}\n', None, 9),
         (b'{"message":{"content":"\\"eval_count\\": 3"}}', None, None),
     ],
 )

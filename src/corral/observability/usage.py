@@ -1,9 +1,10 @@
 """Token counts from the end of an answer: Ollama's final chunk, or OpenAI's ``usage`` object.
 
-Only the last bytes of an answer are looked at, with one regular expression rather than a JSON
-parse of the whole body: the counts are in the final NDJSON line (``prompt_eval_count``,
-``eval_count``, ``eval_duration``) or in a ``usage`` object (``prompt_tokens``,
-``completion_tokens``).
+Only the last bytes of an answer are looked at. Ollama's native answers end with a JSON object
+that holds the counts (``prompt_eval_count``, ``eval_count``, ``eval_duration``): the last line of
+a stream, or the whole answer. That object is parsed as JSON, the cheapest way to read it. Any
+other ending (a ``usage`` object with ``prompt_tokens`` and ``completion_tokens`` on ``/v1``, an
+SSE stream, an answer cut short) is searched with one regular expression instead.
 
 >>> final_counts(b'{"prompt_eval_count":26,"eval_count":298,"eval_duration":4799921000}')
 Counts(prompt_tokens=26, generated_tokens=298, tokens_per_second=62.0843..., load_seconds=None)
@@ -12,7 +13,9 @@ Counts(prompt_tokens=26, generated_tokens=298, tokens_per_second=62.0843..., loa
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import orjson
 
 # Every count in one pass of one compiled pattern; where a key occurs twice, the last one wins
 # (the final chunk comes last). The quote before each name keeps "eval_count" from matching
@@ -35,6 +38,39 @@ def _int(value: bytes | None) -> int | None:
 
 
 def final_counts(tail: bytes) -> Counts:
+    # Ollama's native answers, the common case: the last line is the final JSON object.
+    start = tail.rfind(b"\n", 0, len(tail) - 1) + 1
+    if tail.startswith(b"{", start):
+        try:
+            last = orjson.loads(tail[start:])
+        except orjson.JSONDecodeError:
+            last = None
+        if type(last) is dict:
+            counts = _native_counts(last)
+            if counts is not None:
+                return counts
+    return _scanned_counts(tail)
+
+
+def _native_counts(last: dict[str, Any]) -> Counts | None:
+    """The counts of Ollama's final object, or None when it has none (another API's answer)."""
+    get = last.get
+    prompt, generated = get("prompt_eval_count"), get("eval_count")
+    if type(generated) is not int:
+        if type(prompt) is not int:
+            return None
+        generated = None
+    if type(prompt) is not int:
+        prompt = None
+    eval_ns = get("eval_duration")
+    rate = (
+        generated / (eval_ns / 1e9) if generated and type(eval_ns) is int and eval_ns > 0 else None
+    )
+    load = get("load_duration")
+    return Counts(prompt, generated, rate, load / 1e9 if type(load) is int else None)
+
+
+def _scanned_counts(tail: bytes) -> Counts:
     found = dict(_COUNT.findall(tail))
     get = found.get
     # Ollama's names first, then OpenAI's (``usage``), then Anthropic's (``/v1/messages``).
