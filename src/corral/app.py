@@ -28,6 +28,7 @@ from corral.backends.breaker import CircuitBreaker
 from corral.backends.fleet import Fleet
 from corral.backends.health import HealthChecker
 from corral.cache.store import open_store
+from corral.descriptors import RESERVED, raise_open_file_limit, reserve_descriptor_table
 from corral.http.admin import AdminRoutes
 from corral.http.cache_stage import CacheStage
 from corral.http.cors import CorsPolicy
@@ -56,6 +57,8 @@ log = logging.getLogger("corral")
 # Collections of the middle generation between two full collections (the interpreter's default
 # is 10).
 FULL_COLLECTION_EVERY = 100
+# Below this many open files (two per relayed stream), say so at start.
+FEW_OPEN_FILES = 4096
 
 
 def is_blob_upload(method: bytes, url: bytes) -> bool:
@@ -210,6 +213,16 @@ class App:
 
     async def start(self) -> None:
         services = self.services
+        # Before the database threads start: the descriptor table grows with a single thread.
+        open_files = raise_open_file_limit()
+        reserve_descriptor_table(RESERVED)
+        if open_files < FEW_OPEN_FILES:
+            log.warning(
+                "the open-file limit is %d: corral can relay about %d streams at once;"
+                " raise it (ulimit -n, or LimitNOFILE= in a systemd unit)",
+                open_files,
+                open_files // 2,
+            )
         # Keys are in memory before the first request: auth never waits on the database.
         await services.database.start()
         await services.keyring.start()

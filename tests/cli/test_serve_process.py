@@ -1,9 +1,11 @@
-"""`corral serve` re-reads its settings on SIGHUP, as /admin/reload does, and says what it did."""
+"""`corral serve` as a process: it re-reads its settings on SIGHUP, as /admin/reload does, and
+says what it did; it starts with room for many connections."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from corral.descriptors import RESERVED
 from tests.cli.test_dev_command import free_port, wait_for_port
 
 DEADLINE = 30.0
@@ -98,3 +101,22 @@ def test_sighup_with_a_bad_setting_changes_nothing_and_says_why(
     assert line["level"] == "error"
     assert "strategy (corral.toml): must be one of" in line["message"]
     assert proc.poll() is None
+
+
+def descriptor_table_size(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("FDSize:"):
+            return int(line.split()[1])
+    raise AssertionError("no FDSize in /proc status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
+def test_serve_grows_its_descriptor_table_before_serving(
+    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
+) -> None:
+    proc, _, _ = serving
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    # Room for RESERVED descriptors (or as many as the limit allows), though few are open.
+    assert descriptor_table_size(proc.pid) >= min(RESERVED, soft)
+    assert len(list(Path(f"/proc/{proc.pid}/fd").iterdir())) < 100
