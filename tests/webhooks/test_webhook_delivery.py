@@ -275,3 +275,36 @@ async def test_a_denied_request_is_a_limit_exceeded_event_without_the_key(
     assert data["key_id"] == record.id and data["key_name"] == "tight"
     assert "key" in str(data["limit"])
     assert plaintext not in post.body.decode()
+
+
+async def test_a_corral_without_webhooks_claims_nothing_from_the_outbox_until_one_is_added(
+    tmp_path: Path, sim: RecordingSimulator, receiver: Receiver
+) -> None:
+    async with running_corral([sim.url], webhooks=FAST, data_dir=tmp_path / "data") as (app, _):
+        hooks = app.services.webhooks
+        assert hooks is not None
+        rounds = claims = 0
+        real_pump, real_claim = hooks.pump, hooks.outbox.claim
+
+        async def pump() -> int:
+            nonlocal rounds
+            rounds += 1
+            return await real_pump()
+
+        async def claim(*args: Any, **kwargs: Any) -> list[OutboxItem]:
+            nonlocal claims
+            claims += 1
+            return await real_claim(*args, **kwargs)
+
+        hooks.pump = pump  # type: ignore[method-assign]
+        hooks.outbox.claim = claim  # type: ignore[method-assign]
+        async with asyncio.timeout(10.0):
+            while rounds < 5:
+                await asyncio.sleep(0.02)
+        # Rounds went by, but no write to claim deliveries that no webhook could receive.
+        assert claims == 0
+
+        await add_webhook(app, receiver.url, ["backend.down"])
+        app.services.backends[0].mark_down("gone")
+        await receiver.wait_for(1)
+        assert claims > 0

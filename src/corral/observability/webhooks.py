@@ -152,6 +152,7 @@ class Webhooks:
         # Whether any webhook subscribes to request.completed: the gateway skips the event
         # altogether otherwise. Refreshed every round.
         self.wants_requests = False
+        self.any_active = True  # until the first round has read the webhooks
         # False: events still go into the outbox, another instance posts them.
         self.deliver = True
         self.dropped = 0
@@ -193,6 +194,8 @@ class Webhooks:
         """Move queued events into the outbox; returns how many deliveries that made."""
         hooks = await self.store.list()
         self.wants_requests = any(hook.wants("request.completed") for hook in hooks)
+        # Deliveries go to active webhooks only: without one there is nothing to claim.
+        self.any_active = any(hook.active for hook in hooks)
         owed: list[Owed] = []
         pending = self._pending
         while pending:
@@ -271,7 +274,13 @@ class Webhooks:
             self._wake.clear()
             try:
                 await self.pump()
-                while self.deliver and not self._closing and await self.deliver_due():
+                # No outbox claim (a write) every second on a corral without webhooks.
+                while (
+                    self.deliver
+                    and self.any_active
+                    and not self._closing
+                    and await self.deliver_due()
+                ):
                     pass
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("webhook round failed: %s", type(exc).__name__)
