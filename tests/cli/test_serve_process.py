@@ -78,29 +78,30 @@ def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Log
         proc.wait(timeout=30)
 
 
-def test_sighup_applies_the_changed_settings_and_logs_them(
-    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
-) -> None:
-    proc, config, logs = serving
-    config.write_text(config.read_text().replace("round_robin", "least_busy"))
-    proc.send_signal(signal.SIGHUP)
+Serving = tuple[subprocess.Popen[bytes], Path, LogLines]
 
-    line = logs.wait_for("settings reloaded")
+
+def hang_up_with_strategy(serving: Serving, strategy: str, logged: str) -> dict[str, Any]:
+    """Change the strategy in the settings file, send SIGHUP; the log line that follows."""
+    proc, config, logs = serving
+    config.write_text(config.read_text().replace("round_robin", strategy))
+    proc.send_signal(signal.SIGHUP)
+    return logs.wait_for(logged)
+
+
+def test_sighup_applies_the_changed_settings_and_logs_them(serving: Serving) -> None:
+    line = hang_up_with_strategy(serving, "least_busy", "settings reloaded")
+
     assert line["applied"] == ["strategy"]
     assert line["restart_required"] == []
 
 
-def test_sighup_with_a_bad_setting_changes_nothing_and_says_why(
-    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
-) -> None:
-    proc, config, logs = serving
-    config.write_text(config.read_text().replace("round_robin", "fastest"))
-    proc.send_signal(signal.SIGHUP)
+def test_sighup_with_a_bad_setting_changes_nothing_and_says_why(serving: Serving) -> None:
+    line = hang_up_with_strategy(serving, "fastest", "reload refused, settings unchanged")
 
-    line = logs.wait_for("reload refused, settings unchanged")
     assert line["level"] == "error"
     assert "strategy (corral.toml): must be one of" in line["message"]
-    assert proc.poll() is None
+    assert serving[0].poll() is None
 
 
 def descriptor_table_size(pid: int) -> int:
@@ -111,9 +112,7 @@ def descriptor_table_size(pid: int) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's /proc")
-def test_serve_grows_its_descriptor_table_before_serving(
-    serving: tuple[subprocess.Popen[bytes], Path, LogLines],
-) -> None:
+def test_serve_grows_its_descriptor_table_before_serving(serving: Serving) -> None:
     proc, _, _ = serving
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
 
