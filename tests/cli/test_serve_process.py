@@ -52,8 +52,11 @@ class LogLines:
         raise AssertionError(f"no log line {message!r} within {DEADLINE}s")
 
 
+Serving = tuple[subprocess.Popen[bytes], Path, LogLines]
+
+
 @pytest.fixture
-def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, LogLines]]:
+def serving(tmp_path: Path) -> Iterator[Serving]:
     config = tmp_path / "corral.toml"
     port = free_port()
     config.write_text(
@@ -76,9 +79,6 @@ def serving(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path, Log
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
-
-
-Serving = tuple[subprocess.Popen[bytes], Path, LogLines]
 
 
 def hang_up_with_strategy(serving: Serving, strategy: str, logged: str) -> dict[str, Any]:
