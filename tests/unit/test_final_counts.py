@@ -17,6 +17,10 @@ from corral.observability.usage import Counts, final_counts
         (b'data: {"usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}}', 12, 30),
         # Anthropic's /v1/messages
         (b'{"usage":{"input_tokens":3,"output_tokens":4}}', 3, 4),
+        # whole /v1 answers, read as JSON
+        (b'{"id":"c","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":6}}', 5, 6),
+        (b'{"id":"c","usage":{"prompt_tokens":5,"completion_tokens":null}}', 5, None),
+        (b'{"id":"c","usage":{}}', None, None),
         # a streamed answer: an earlier line's numbers give way to the final chunk's
         (b'{"eval_count":1}\n{"done":true,"prompt_eval_count":2,"eval_count":9}\n', 2, 9),
         (b'{"done":true}', None, None),

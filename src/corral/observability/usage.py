@@ -53,12 +53,14 @@ def final_counts(tail: bytes) -> Counts:
 
 
 def _native_counts(last: dict[str, Any]) -> Counts | None:
-    """The counts of Ollama's final object, or None when it has none (another API's answer)."""
+    """The counts in an answer's final object: Ollama's, or a ``usage`` object's (an OpenAI or
+    Anthropic answer in one piece); None when it has none."""
     get = last.get
     prompt, generated = get("prompt_eval_count"), get("eval_count")
     if type(generated) is not int:
         if type(prompt) is not int:
-            return None
+            usage = get("usage")
+            return _usage_counts(usage) if type(usage) is dict else None
         generated = None
     if type(prompt) is not int:
         prompt = None
@@ -68,6 +70,16 @@ def _native_counts(last: dict[str, Any]) -> Counts | None:
     )
     load = get("load_duration")
     return Counts(prompt, generated, rate, load / 1e9 if type(load) is int else None)
+
+
+def _usage_counts(usage: dict[str, Any]) -> Counts | None:
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    generated = usage.get("completion_tokens", usage.get("output_tokens"))
+    prompt = prompt if type(prompt) is int else None
+    generated = generated if type(generated) is int else None
+    if prompt is None and generated is None:
+        return None
+    return Counts(prompt, generated, None)
 
 
 def _scanned_counts(tail: bytes) -> Counts:
