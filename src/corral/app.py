@@ -54,9 +54,10 @@ from corral.storage.keys import SqlKeyStore
 from corral.storage.usage import SqlUsageStore
 
 log = logging.getLogger("corral")
-# Collections of the middle generation between two full collections (the interpreter's default
-# is 10).
-FULL_COLLECTION_EVERY = 100
+# Young collections between two collections of the middle generation (the interpreter's default
+# is 10), and middle collections between two full ones (default 10).
+MIDDLE_COLLECTION_EVERY = 2
+FULL_COLLECTION_EVERY = 500
 # Below this many open files (two per relayed stream), say so at start.
 FEW_OPEN_FILES = 4096
 
@@ -240,13 +241,17 @@ class App:
         # Everything imported and built so far lives as long as the process: keep the cycle
         # collector from scanning it at every full collection (a 20 ms pause under 500 streams).
         gc.freeze()
-        # And make full collections ten times rarer. After the freeze the old generation starts
-        # nearly empty, so the interpreter's own brake on them (a quarter more old objects since the
-        # last one) hardly ever holds: under load one came every tenth of a second, each a pause of
-        # milliseconds scanning every open stream's objects. The relay breaks its reference
-        # cycles, so little garbage waits for a full collection.
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+        # A middle collection scans what survived the young collections since the last one: as
+        # 500 streams open, every tenth young collection (the default) meant pauses of about
+        # 3 ms, every second one about 1 ms, for the same work in all (the benchmark's (b) and
+        # its instruction count). And full collections ten times rarer than the interpreter
+        # makes them: after the freeze the old generation starts nearly empty, so its own brake
+        # on them (a quarter more old objects since the last one) hardly ever holds, and under
+        # load one came every tenth of a second, each a pause of milliseconds scanning every
+        # open stream's objects. The relay breaks its reference cycles, so little garbage waits
+        # for a full collection.
+        young, _, _ = gc.get_threshold()
+        gc.set_threshold(young, MIDDLE_COLLECTION_EVERY, FULL_COLLECTION_EVERY)
 
     async def reload(self, settings: Settings) -> None:
         """Apply new settings without dropping a request: the backend list (added ones are
