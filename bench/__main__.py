@@ -10,8 +10,8 @@ What is measured (each scenario starts its own simulator and corral):
 (a) Non-streaming ``/api/chat`` requests per second at 64 concurrent keep-alive clients, by
     ``wrk`` with a Lua script for the POST body (the simulator answers at once, so the servers'
     request handling is all there is); target at least x0.45 of direct's, aim x0.6. Without
-    ``wrk`` the Python client of ``bench/loadgen.py``
-    runs instead, and the report says so: it costs more per request, so rates are lower.
+    ``wrk`` the Python client of ``bench/loadgen.py`` runs instead, and the report says so: it
+    costs more per request, so rates are lower.
     In the same rounds and by the same client, variants of corral in front of the same
     simulator (``bench/variants.py``), each compared with the default corral round by round:
     - limits on, in memory (a request limit and a token budget per client address, far above
