@@ -54,21 +54,19 @@ def final_counts(tail: bytes) -> Counts:
 
 def _native_counts(last: dict[str, Any]) -> Counts | None:
     """The counts in an answer's final object: Ollama's, or a ``usage`` object's (an OpenAI or
-    Anthropic answer in one piece); None when it has none."""
+    Anthropic answer in one piece); None when it has none. A count is an int, not a bool:
+    checked in line, as this runs at the end of every answer."""
     get = last.get
     prompt, generated = get("prompt_eval_count"), get("eval_count")
-    if type(generated) is not int:
-        if type(prompt) is not int:
-            usage = get("usage")
-            return _usage_counts(usage) if type(usage) is dict else None
-        generated = None
-    if type(prompt) is not int:
-        prompt = None
-    eval_ns = get("eval_duration")
-    rate = (
-        generated / (eval_ns / 1e9) if generated and type(eval_ns) is int and eval_ns > 0 else None
-    )
-    load = get("load_duration")
+    prompt = prompt if type(prompt) is int else None
+    generated = generated if type(generated) is int else None
+    if prompt is None and generated is None:
+        usage = get("usage")
+        return _usage_counts(usage) if type(usage) is dict else None
+    eval_ns, load = get("eval_duration"), get("load_duration")
+    rate = None
+    if generated and type(eval_ns) is int and eval_ns > 0:
+        rate = generated / (eval_ns / 1e9)
     return Counts(prompt, generated, rate, load / 1e9 if type(load) is int else None)
 
 
